@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Set up everything the project needs, from nothing: a Python venv with the package and its dev
+# tools (pinned in pyproject.toml), and Azurite from npm (pinned in package-lock.json).
+# Idempotent: a second run only checks that everything is there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+if ! "$PYTHON" -c 'import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] < (3, 13) else 1)'; then
+    echo "setup: needs Python 3.11 or 3.12 (found $("$PYTHON" --version 2>&1)); set PYTHON=..." >&2
+    exit 1
+fi
+if [ ! -x .venv/bin/python ]; then
+    echo "setup: creating .venv"
+    "$PYTHON" -m venv .venv
+fi
+echo "setup: installing the rtsmonitor package and dev tools into .venv"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+
+if ! command -v npm >/dev/null 2>&1; then
+    echo "setup: npm not found; installing Node.js and npm from Debian packages" >&2
+    if command -v apt-get >/dev/null 2>&1; then
+        apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
+    else
+        echo "setup: install Node.js (>= 18) and npm, then run again" >&2
+        exit 1
+    fi
+fi
+if [ ! -x node_modules/.bin/azurite ]; then
+    echo "setup: installing Azurite (npm ci)"
+    npm ci --no-audit --no-fund --loglevel=error
+fi
+echo "setup: ready (.venv, node_modules/.bin/azurite)"

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Set up (scripts/setup.sh) and run every check: ruff, mypy --strict, and the pytest suite
+# (which starts Azurite and the local STAC server itself). Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+echo "test: ruff"
+.venv/bin/ruff check shared tests
+echo "test: mypy"
+.venv/bin/mypy
+echo "test: pytest"
+.venv/bin/pytest "$@"

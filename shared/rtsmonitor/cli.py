@@ -1,0 +1,161 @@
+"""The ``rts`` command: a thin click wrapper over the library functions."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from rtsmonitor.errors import ConfigError, RtsError
+from rtsmonitor.imagery import SceneChoice, choose_summer_scene, closest_clear_scene
+from rtsmonitor.sites import SiteConfig, load_site_config, paper_sites, validate_paths
+from rtsmonitor.stac import PLANETARY_COMPUTER_STAC_URL, open_catalog
+from rtsmonitor.stack import build_stack, write_stack
+from rtsmonitor.terrain import DemSource, EarthEngineDem, StacDem
+
+log = logging.getLogger("rtsmonitor")
+
+STAC_URL_ENV = "RTS_STAC_URL"
+"""Environment variable naming the STAC API (default: Planetary Computer)."""
+
+
+def default_stac_url() -> str:
+    """The STAC API from ``RTS_STAC_URL``, else Planetary Computer."""
+    return os.environ.get(STAC_URL_ENV, PLANETARY_COMPUTER_STAC_URL)
+
+
+def resolve_site(spec: str) -> SiteConfig:
+    """A site from a config file path, or the id of a bundled paper site."""
+    path = Path(spec)
+    if path.suffix.lower() in (".json", ".yaml", ".yml") or path.exists():
+        return load_site_config(path)
+    by_id = {site.id: site for site in paper_sites()}
+    if spec not in by_id:
+        raise click.BadParameter(f"{spec!r} is neither a config file nor a bundled site ({', '.join(sorted(by_id))})")
+    return by_id[spec]
+
+
+def dem_source(name: str, stac_url: str) -> DemSource:
+    """The DEM source named on the command line."""
+    if name == "copernicus":
+        return StacDem(stac_url)
+    return EarthEngineDem(
+        dataset=name.removeprefix("ee-"),
+        service_account=os.environ.get("RTS_EE_SERVICE_ACCOUNT"),
+        key_file=os.environ.get("RTS_EE_KEY_FILE"),
+        project=os.environ.get("RTS_EE_PROJECT"),
+    )
+
+
+def pick_scene(site: SiteConfig, stac_url: str, year: int | None, date: dt.date | None) -> SceneChoice:
+    """The summer scene of ``year``, or the clear scene closest to ``date``."""
+    client = open_catalog(stac_url)
+    grid = site.grid()
+    if date is not None:
+        return closest_clear_scene(client, grid, date, site.max_cloud_pct)
+    if year is None:
+        raise click.UsageError("give --year or --date")
+    return choose_summer_scene(client, grid, site.season_bounds(year), site.max_cloud_pct, site.min_valid_fraction)
+
+
+stac_url_option = click.option(
+    "--stac-url", default=default_stac_url, show_default=f"${STAC_URL_ENV} or Planetary Computer",
+    help="STAC API to search.",
+)
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
+def main(verbose: bool) -> None:
+    """RTS monitor: map retrogressive thaw slumps in Sentinel-2 imagery."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(message)s")
+
+
+@main.group()
+def sites() -> None:
+    """Site configurations."""
+
+
+@sites.command("validate")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+def sites_validate(paths: tuple[Path, ...]) -> None:
+    """Validate site config files; print one line per problem, exit 1 if any."""
+    problems = validate_paths(list(paths))
+    for line in problems:
+        click.echo(line)
+    if problems:
+        sys.exit(1)
+    click.echo(f"{len(paths)} site config(s) valid")
+
+
+@sites.command("list")
+def sites_list() -> None:
+    """List the bundled paper sites (Rustemeyer et al. 2022)."""
+    for site in paper_sites():
+        grid = site.grid()
+        size = f"{grid.width}x{grid.height} px"
+        click.echo(f"{site.id:10s} {site.name:18s} EPSG:{grid.epsg} {size} {site.area_km2():.1f} km2")
+
+
+@main.command()
+@click.argument("site")
+@click.option("--year", type=int, help="Summer to search (the site's season window).")
+@click.option("--date", type=click.DateTime(["%Y-%m-%d"]), help="Closest clear scene to this date instead.")
+@stac_url_option
+@click.option("--json", "as_json", is_flag=True, help="Print the candidates as JSON.")
+def scenes(site: str, year: int | None, date: dt.datetime | None, stac_url: str, as_json: bool) -> None:
+    """List candidate scenes for SITE (config path or paper site id) and the choice."""
+    config = resolve_site(site)
+    choice = pick_scene(config, stac_url, year, date.date() if date else None)
+    if as_json:
+        payload = {
+            "site": config.id,
+            "window": [d.isoformat() for d in choice.window],
+            "chosen": choice.chosen.acquisition.id if choice.chosen else None,
+            "reason": choice.reason,
+            "candidates": [c.summary() for c in choice.candidates],
+        }
+        click.echo(json.dumps(payload, indent=2))
+        return
+    click.echo(f"{len(choice.candidates)} candidate(s) for {config.id} in {choice.window[0]}..{choice.window[1]}:")
+    for c in choice.candidates:
+        mark = "*" if choice.chosen is c else ("+" if c.acceptable else "-")
+        click.echo(f" {mark} {c.describe()}")
+    click.echo(f"choice: {choice.reason}")
+
+
+@main.command()
+@click.argument("site")
+@click.option("--year", type=int, help="Summer to stack (the site's season window).")
+@click.option("--date", type=click.DateTime(["%Y-%m-%d"]), help="Stack the clear scene closest to this date.")
+@click.option("--out", type=click.Path(path_type=Path), help="Output COG (default rts-output/stacks/SITE/YEAR.tif).")
+@click.option(
+    "--dem", type=click.Choice(["copernicus", "ee-arcticdem", "ee-glo30"]), default="copernicus", show_default=True,
+    help="DEM source: Copernicus GLO-30 from the STAC API, or Earth Engine (extra 'gee').",
+)
+@stac_url_option
+def stack(site: str, year: int | None, date: dt.datetime | None, out: Path | None, dem: str, stac_url: str) -> None:
+    """Build the 5-layer image stack (blue, green, red, nir, slope) of SITE for a year or date."""
+    config = resolve_site(site)
+    started = time.perf_counter()
+    choice = pick_scene(config, stac_url, year, date.date() if date else None)
+    click.echo(f"scene: {choice.reason}")
+    result = build_stack(config.grid(), choice, dem_source(dem, stac_url), meta={"site_id": config.id})
+    label = date.date().isoformat() if date else str(year)
+    path = write_stack(result, out or Path("rts-output") / "stacks" / config.id / f"{label}.tif")
+    click.echo(f"wrote {path} ({result.meta['valid_fraction']:.1%} valid) in {time.perf_counter() - started:.1f} s")
+
+
+def run() -> None:
+    """Entry point: turn expected errors into one clear line and exit code 2."""
+    try:
+        main(standalone_mode=True)
+    except (ConfigError, RtsError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)

@@ -1,0 +1,42 @@
+"""Access to a STAC API: the client (signed for Planetary Computer) and GDAL settings for COG reads."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import planetary_computer
+import rasterio
+from pystac_client import Client
+
+PLANETARY_COMPUTER_STAC_URL = "https://planetarycomputer.microsoft.com/api/stac/v1"
+"""The Microsoft Planetary Computer STAC API (default imagery and DEM source)."""
+
+GDAL_REMOTE_READ_OPTIONS: dict[str, Any] = {
+    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+    "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF",
+    "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
+    "VSI_CACHE": "TRUE",
+    "GDAL_HTTP_MAX_RETRY": "3",
+    "GDAL_HTTP_RETRY_DELAY": "1",
+}
+"""GDAL options for reading COGs over HTTP: no directory listing, merged range requests, retries."""
+
+
+def is_planetary_computer(url: str) -> bool:
+    """True when ``url`` is the Planetary Computer STAC API, whose assets need a SAS signature."""
+    return url.rstrip("/").startswith("https://planetarycomputer.microsoft.com")
+
+
+def open_catalog(url: str) -> Client:
+    """Open a STAC API; items from Planetary Computer come back with signed asset hrefs."""
+    modifier = planetary_computer.sign_inplace if is_planetary_computer(url) else None
+    return Client.open(url, modifier=modifier)
+
+
+@contextlib.contextmanager
+def read_env() -> Iterator[None]:
+    """A rasterio/GDAL environment tuned for windowed reads of remote COGs."""
+    with rasterio.Env(**GDAL_REMOTE_READ_OPTIONS):
+        yield
