@@ -14,7 +14,8 @@ import click
 
 from rtsmonitor.errors import ConfigError, RtsError
 from rtsmonitor.imagery import SceneChoice, choose_summer_scene, closest_clear_scene
-from rtsmonitor.sites import SiteConfig, load_site_config, paper_sites, validate_paths
+from rtsmonitor.labels import rasterise, read_labels
+from rtsmonitor.sites import DEFAULT_LABELS_DIR, SiteConfig, load_site_config, paper_sites, validate_paths
 from rtsmonitor.stac import PLANETARY_COMPUTER_STAC_URL, open_catalog
 from rtsmonitor.stack import build_stack, write_stack
 from rtsmonitor.terrain import DemSource, EarthEngineDem, StacDem
@@ -139,14 +140,37 @@ def scenes(site: str, year: int | None, date: dt.datetime | None, stac_url: str,
     "--dem", type=click.Choice(["copernicus", "ee-arcticdem", "ee-glo30"]), default="copernicus", show_default=True,
     help="DEM source: Copernicus GLO-30 from the STAC API, or Earth Engine (extra 'gee').",
 )
+@click.option("--with-labels", is_flag=True, help="Add the RTS mask layer from the site's labels of --date.")
+@click.option(
+    "--labels-dir", type=click.Path(path_type=Path), default=DEFAULT_LABELS_DIR, show_default=True,
+    help="Where 'labels:NAME' label paths of the site config are found.",
+)
 @stac_url_option
-def stack(site: str, year: int | None, date: dt.datetime | None, out: Path | None, dem: str, stac_url: str) -> None:
-    """Build the 5-layer image stack (blue, green, red, nir, slope) of SITE for a year or date."""
+def stack(
+    site: str,
+    year: int | None,
+    date: dt.datetime | None,
+    out: Path | None,
+    dem: str,
+    with_labels: bool,
+    labels_dir: Path,
+    stac_url: str,
+) -> None:
+    """Build the image stack (blue, green, red, nir, slope [, mask]) of SITE for a year or a date."""
     config = resolve_site(site)
     started = time.perf_counter()
+    mask = None
+    if with_labels:
+        if date is None:
+            raise click.UsageError("--with-labels needs --date (the labels' image date)")
+        labels = [lab for src in config.labels for lab in read_labels(src, labels_dir) if lab.date == date.date()]
+        if not labels:
+            raise click.BadParameter(f"site {config.id} has no label polygon dated {date.date()}", param_hint="--date")
+        mask = rasterise(labels, config.grid())
+        click.echo(f"labels: {len(labels)} polygon(s), {int(mask.sum())} RTS pixel(s)")
     choice = pick_scene(config, stac_url, year, date.date() if date else None)
     click.echo(f"scene: {choice.reason}")
-    result = build_stack(config.grid(), choice, dem_source(dem, stac_url), meta={"site_id": config.id})
+    result = build_stack(config.grid(), choice, dem_source(dem, stac_url), mask, meta={"site_id": config.id})
     label = date.date().isoformat() if date else str(year)
     path = write_stack(result, out or Path("rts-output") / "stacks" / config.id / f"{label}.tif")
     click.echo(f"wrote {path} ({result.meta['valid_fraction']:.1%} valid) in {time.perf_counter() - started:.1f} s")
