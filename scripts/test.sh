@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 echo "test: ruff"
 .venv/bin/ruff check shared tests
+.venv/bin/ruff format --check shared tests
 echo "test: mypy"
 .venv/bin/mypy
 echo "test: pytest"

@@ -66,7 +66,9 @@ def pick_scene(site: SiteConfig, stac_url: str, year: int | None, date: dt.date 
 
 
 stac_url_option = click.option(
-    "--stac-url", default=default_stac_url, show_default=f"${STAC_URL_ENV} or Planetary Computer",
+    "--stac-url",
+    default=default_stac_url,
+    show_default=f"${STAC_URL_ENV} or Planetary Computer",
     help="STAC API to search.",
 )
 
@@ -137,12 +139,18 @@ def scenes(site: str, year: int | None, date: dt.datetime | None, stac_url: str,
 @click.option("--date", type=click.DateTime(["%Y-%m-%d"]), help="Stack the clear scene closest to this date.")
 @click.option("--out", type=click.Path(path_type=Path), help="Output COG (default rts-output/stacks/SITE/YEAR.tif).")
 @click.option(
-    "--dem", type=click.Choice(["copernicus", "ee-arcticdem", "ee-glo30"]), default="copernicus", show_default=True,
+    "--dem",
+    type=click.Choice(["copernicus", "ee-arcticdem", "ee-glo30"]),
+    default="copernicus",
+    show_default=True,
     help="DEM source: Copernicus GLO-30 from the STAC API, or Earth Engine (extra 'gee').",
 )
 @click.option("--with-labels", is_flag=True, help="Add the RTS mask layer from the site's labels of --date.")
 @click.option(
-    "--labels-dir", type=click.Path(path_type=Path), default=DEFAULT_LABELS_DIR, show_default=True,
+    "--labels-dir",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_LABELS_DIR,
+    show_default=True,
     help="Where 'labels:NAME' label paths of the site config are found.",
 )
 @stac_url_option

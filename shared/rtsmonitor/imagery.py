@@ -339,8 +339,7 @@ def choose_summer_scene(
         reason = f"no Sentinel-2 L2A scene over the site in {wide[0]}..{wide[1]}"
     else:
         reason = (
-            f"no scene in {wide[0]}..{wide[1]} with {limits}; best of {len(ranked_wide)}: "
-            f"{ranked_wide[0].describe()}"
+            f"no scene in {wide[0]}..{wide[1]} with {limits}; best of {len(ranked_wide)}: {ranked_wide[0].describe()}"
         )
     return SceneChoice(ranked_wide, None, reason, wide, fallback=True)
 
@@ -361,9 +360,7 @@ def closest_clear_scene(
     """
     window = (date - dt.timedelta(days=search_days), date + dt.timedelta(days=search_days))
     candidates = _assess_all(client, grid, window[0], window[1], date, max_cloud_pct, min_valid_fraction)
-    ranked = sorted(
-        candidates, key=lambda c: (not c.acceptable, abs(c.days_from_target), c.cost, c.acquisition.id)
-    )
+    ranked = sorted(candidates, key=lambda c: (not c.acceptable, abs(c.days_from_target), c.cost, c.acquisition.id))
     if ranked and ranked[0].acceptable:
         best = ranked[0]
         reason = f"closest with cloud over site <= {max_cloud_pct:g}%: {best.describe()}"

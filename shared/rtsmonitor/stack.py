@@ -113,7 +113,12 @@ def write_stack(stack: Stack, path: Path) -> Path:
             dst.update_tags(**{"layers": ",".join(stack.layers)})
         cog = Path(tmp) / "stack.tif"
         rasterio.shutil.copy(
-            plain, cog, driver="COG", compress="DEFLATE", predictor="YES", blocksize=COG_BLOCK_PX,
+            plain,
+            cog,
+            driver="COG",
+            compress="DEFLATE",
+            predictor="YES",
+            blocksize=COG_BLOCK_PX,
             overview_resampling="average",
         )
         side = Path(tmp) / "stack.json"

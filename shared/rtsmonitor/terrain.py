@@ -255,6 +255,4 @@ def _import_ee() -> Any:
     try:
         return importlib.import_module("ee")
     except ImportError as exc:
-        raise MissingExtraError(
-            "the Earth Engine DEM needs earthengine-api: pip install 'rtsmonitor[gee]'"
-        ) from exc
+        raise MissingExtraError("the Earth Engine DEM needs earthengine-api: pip install 'rtsmonitor[gee]'") from exc

@@ -91,8 +91,16 @@ def test_geographic_dem_reprojected_to_utm_keeps_the_slope(tmp_path: Path) -> No
     dem = (gx * x + gy * y - (gx * x.mean() + gy * y.mean()) + 300.0).astype(np.float32)
     path = tmp_path / "dem.tif"
     with rasterio.open(
-        path, "w", driver="GTiff", width=width, height=height, count=1, dtype="float32",
-        crs="EPSG:4326", transform=from_origin(west, north, dlon, dlat), nodata=-32767.0,
+        path,
+        "w",
+        driver="GTiff",
+        width=width,
+        height=height,
+        count=1,
+        dtype="float32",
+        crs="EPSG:4326",
+        transform=from_origin(west, north, dlon, dlat),
+        nodata=-32767.0,
     ) as dst:
         dst.write(dem, 1)
 
