@@ -12,9 +12,12 @@ from pathlib import Path
 
 import click
 
+from rtsmonitor.demo import run_demo
 from rtsmonitor.errors import ConfigError, RtsError
 from rtsmonitor.imagery import SceneChoice, choose_summer_scene, closest_clear_scene
 from rtsmonitor.labels import rasterise, read_labels
+from rtsmonitor.offline.corpus import build_corpus
+from rtsmonitor.offline.stacserver import serve
 from rtsmonitor.sites import DEFAULT_LABELS_DIR, SiteConfig, load_site_config, paper_sites, validate_paths
 from rtsmonitor.stac import PLANETARY_COMPUTER_STAC_URL, open_catalog
 from rtsmonitor.stack import build_stack, write_stack
@@ -182,6 +185,59 @@ def stack(
     label = date.date().isoformat() if date else str(year)
     path = write_stack(result, out or Path("rts-output") / "stacks" / config.id / f"{label}.tif")
     click.echo(f"wrote {path} ({result.meta['valid_fraction']:.1%} valid) in {time.perf_counter() - started:.1f} s")
+
+
+@main.command()
+@click.option("--out", type=click.Path(path_type=Path), default=Path("rts-output"), show_default=True)
+@click.option(
+    "--labels-dir",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_LABELS_DIR,
+    show_default=True,
+    help="Real label files; the offline slumps are drawn where they are (random slumps if absent).",
+)
+def demo(out: Path, labels_dir: Path) -> None:
+    """Run the main job on the embedded default: offline scenes, local STAC server, no account."""
+    started = time.perf_counter()
+    years = run_demo(out, labels_dir, say=click.echo)
+    click.echo("")
+    click.echo(f"{'year':6s}{'valid':>8s}{'seconds':>9s}{'MB read':>9s}  stack")
+    for y in years:
+        click.echo(f"{y.year:<6d}{y.valid_fraction:>8.1%}{y.seconds:>9.1f}{y.bytes_read / 1e6:>9.1f}  {y.stack_path}")
+    click.echo(f"done in {time.perf_counter() - started:.0f} s; offline corpus in {out / 'offline-stac'}")
+
+
+@main.group()
+def offline() -> None:
+    """The offline stand-in for Planetary Computer: synthetic scenes and a local STAC API."""
+
+
+@offline.command("build")
+@click.argument("root", type=click.Path(path_type=Path))
+@click.option("--site", "site_specs", multiple=True, required=True, help="Config path or paper site id (repeat).")
+@click.option("--years", default="2016-2022", show_default=True, help="A year or a range FIRST-LAST.")
+@click.option("--scenes-per-year", type=int, default=3, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def offline_build(root: Path, site_specs: tuple[str, ...], years: str, scenes_per_year: int, seed: int) -> None:
+    """Render seeded synthetic Sentinel-2 L2A scenes and GLO-30 DEM tiles for sites into ROOT."""
+    first, _, last = years.partition("-")
+    try:
+        span = list(range(int(first), int(last or first) + 1))
+    except ValueError:
+        raise click.BadParameter(f"{years!r} is not YEAR or FIRST-LAST", param_hint="--years") from None
+    sites = [resolve_site(spec) for spec in site_specs]
+    summary = build_corpus(root, [(s.id, s.grid()) for s in sites], span, scenes_per_year, seed)
+    click.echo(f"wrote {len(summary.scenes)} acquisitions to {root} in {summary.seconds:.1f} s")
+
+
+@offline.command("serve")
+@click.argument("root", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8080, show_default=True)
+def offline_serve(root: Path, host: str, port: int) -> None:
+    """Serve ROOT as a STAC API with COG range requests (use its URL as --stac-url)."""
+    click.echo(f"serving {root} at http://{host}:{port} (Ctrl-C stops)")
+    serve(root, host, port)
 
 
 def run() -> None:

@@ -794,9 +794,13 @@ def paper_sites() -> list[SiteConfig]:
 
     Their label paths are ``labels:`` paths: resolve them with :meth:`LabelSource.resolved_path`.
     """
-    folder = resources.files("rtsmonitor").joinpath("sites_data")
-    entries = sorted((e for e in folder.iterdir() if e.name.endswith(".yaml")), key=lambda e: e.name)
-    return [parse_site_config(e.read_bytes(), f"rtsmonitor/sites_data/{e.name}") for e in entries]
+    return [parse_site_config(p.read_bytes(), f"rtsmonitor/sites_data/{p.name}") for p in paper_site_paths()]
+
+
+def paper_site_paths() -> list[Path]:
+    """The bundled config files of the six paper sites (``rtsmonitor/sites_data/*.yaml``), by name."""
+    folder = Path(str(resources.files("rtsmonitor").joinpath("sites_data")))
+    return sorted(folder.glob("*.yaml"))
 
 
 def paper_site(site_id: str) -> SiteConfig:

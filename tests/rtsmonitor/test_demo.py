@@ -1,0 +1,67 @@
+"""The embedded default (the README's first command) and the CLI around it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from click.testing import CliRunner
+
+from rtsmonitor.cli import main
+from rtsmonitor.demo import DEMO_YEARS, run_demo
+from rtsmonitor.sites import paper_site, paper_site_paths
+from rtsmonitor.stack import INPUT_LAYERS, read_stack
+
+REAL_LABELS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "labels"
+
+
+def test_demo_builds_one_stack_per_summer_offline(tmp_path: Path) -> None:
+    lines: list[str] = []
+    years = run_demo(tmp_path, REAL_LABELS, say=lines.append)
+    assert [y.year for y in years] == list(DEMO_YEARS)
+    assert "the 6 bundled paper sites are valid" in lines[0]
+    assert "slumps at the real label polygons" in lines[1]
+    grid = paper_site("horton01").grid()
+    for y in years:
+        stack = read_stack(y.stack_path)
+        assert stack.layers == INPUT_LAYERS and stack.grid == grid
+        assert y.valid_fraction >= 0.5
+        assert y.bytes_read > 0
+        blue = stack.layer("blue")
+        assert 0.01 < float(np.nanmedian(blue)) < 0.1  # tundra blue reflectance, both baselines
+        meta = json.loads(y.stack_path.with_suffix(".json").read_text())
+        assert meta["year"] == y.year and meta["choice"]["acceptable"]
+
+
+def test_demo_without_label_files_uses_random_slumps(tmp_path: Path) -> None:
+    lines: list[str] = []
+    run_demo(tmp_path, tmp_path / "no-labels", say=lines.append)
+    assert "random slumps" in lines[1]
+
+
+def test_sites_validate_exit_codes(tmp_path: Path) -> None:
+    runner = CliRunner()
+    ok = runner.invoke(main, ["sites", "validate", *map(str, paper_site_paths())])
+    assert ok.exit_code == 0 and "6 site config(s) valid" in ok.output
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"id": "Bad/Id", "name": "x", "centre": {"lon": 0, "lat": 0, "size_km": -1}}')
+    result = runner.invoke(main, ["sites", "validate", str(bad), str(paper_site_paths()[0])])
+    assert result.exit_code == 1
+    problems = result.output.strip().splitlines()
+    assert len(problems) == 2
+    assert problems[0].startswith(f"{bad}: id: 'Bad/Id'")
+    assert problems[1].startswith(f"{bad}: centre.size_km: -1")
+
+
+def test_offline_build_then_scenes(tmp_path: Path) -> None:
+    runner = CliRunner()
+    root = tmp_path / "stac"
+    result = runner.invoke(
+        main, ["offline", "build", str(root), "--site", "lena", "--years", "2019", "--scenes-per-year", "2"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "wrote 2 acquisitions" in result.output
+    assert len(list((root / "collections" / "sentinel-2-l2a" / "items").glob("*.json"))) >= 2
+    bad = runner.invoke(main, ["offline", "build", str(root), "--site", "lena", "--years", "2019-x"])
+    assert bad.exit_code == 2 and "'2019-x' is not YEAR or FIRST-LAST" in bad.output
