@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -10,8 +11,10 @@ from click.testing import CliRunner
 
 from rtsmonitor.cli import main
 from rtsmonitor.demo import DEMO_YEARS, run_demo
+from rtsmonitor.labels import rasterise, read_labels
+from rtsmonitor.offline.stacserver import LocalStacServer
 from rtsmonitor.sites import paper_site, paper_site_paths
-from rtsmonitor.stack import INPUT_LAYERS, read_stack
+from rtsmonitor.stack import INPUT_LAYERS, MASK_LAYER, read_stack
 
 REAL_LABELS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "labels"
 
@@ -65,3 +68,23 @@ def test_offline_build_then_scenes(tmp_path: Path) -> None:
     assert len(list((root / "collections" / "sentinel-2-l2a" / "items").glob("*.json"))) >= 2
     bad = runner.invoke(main, ["offline", "build", str(root), "--site", "lena", "--years", "2019-x"])
     assert bad.exit_code == 2 and "'2019-x' is not YEAR or FIRST-LAST" in bad.output
+
+
+def test_stack_cli_with_labels_adds_the_mask(tmp_path: Path) -> None:
+    runner = CliRunner()
+    root = tmp_path / "stac"
+    built = runner.invoke(main, ["offline", "build", str(root), "--site", "horton01", "--years", "2019"])
+    assert built.exit_code == 0, built.output
+    out = tmp_path / "h.tif"
+    with LocalStacServer(root) as server:
+        args = ["stack", "horton01", "--date", "2019-07-14", "--with-labels", "--labels-dir", str(REAL_LABELS)]
+        result = runner.invoke(main, [*args, "--out", str(out), "--stac-url", server.url])
+        assert result.exit_code == 0, result.output
+        no_labels = runner.invoke(main, [*args[:3], "2019-07-15", *args[4:], "--stac-url", server.url])
+    assert "labels: 43 polygon(s)" in result.output
+    stack = read_stack(out)
+    assert stack.layers == (*INPUT_LAYERS, MASK_LAYER)
+    site = paper_site("horton01")
+    labels = [lab for lab in read_labels(site.labels[0], REAL_LABELS) if lab.date == dt.date(2019, 7, 14)]
+    np.testing.assert_array_equal(stack.layer(MASK_LAYER) == 1, rasterise(labels, site.grid()))
+    assert no_labels.exit_code == 2 and "no label polygon dated 2019-07-15" in no_labels.output
