@@ -41,7 +41,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "stac"
         corpus = build_corpus(root, [(site.id, grid)], [args.year], args.scenes, 0, REAL_TILE_SIZE_M)
-        print(f"corpus: {len(corpus.scenes)} acquisitions on {REAL_TILE_SIZE_M / 1000:.1f} km tiles, {corpus.seconds:.0f} s")
+        tiles_km = REAL_TILE_SIZE_M / 1000
+        print(f"corpus: {len(corpus.scenes)} acquisitions on {tiles_km:.1f} km tiles, {corpus.seconds:.0f} s")
         stages: dict[str, list[float]] = {k: [] for k in ("search+rank", "bands", "slope", "write", "total")}
         read_mb: list[float] = []
         with LocalStacServer(root) as server:
@@ -73,7 +74,8 @@ def main() -> None:
         behind = sum(p.stat().st_size for p in files) / 1e6
         print(f"site {site.id}: {grid.width} x {grid.height} px, {grid.area_m2 / 1e6:.0f} km^2; {args.runs} runs")
         for key, values in stages.items():
-            print(f"  {key:12s} median {statistics.median(values):6.2f} s  (min {min(values):.2f}, max {max(values):.2f})")
+            spread = f"(min {min(values):.2f}, max {max(values):.2f})"
+            print(f"  {key:12s} median {statistics.median(values):6.2f} s  {spread}")
         print(
             f"  bytes served per site-year: median {statistics.median(read_mb):.1f} MB "
             f"(all candidates' SCL + chosen bands + DEM); the chosen scene's 5 asset files hold {behind:.0f} MB"
