@@ -5,8 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 echo "test: ruff"
-.venv/bin/ruff check shared tests bench
-.venv/bin/ruff format --check shared tests bench
+.venv/bin/ruff check shared training tests bench
+.venv/bin/ruff format --check shared training tests bench
 echo "test: mypy"
 .venv/bin/mypy
 echo "test: pytest"
