@@ -1,0 +1,110 @@
+"""Pixel- and object-level precision, recall and F1 of the RTS class.
+
+Pixel metrics are those of Rustemeyer et al. 2022 (Tables 2 and 3). Object metrics follow the
+practice of Nitze et al. 2021: predicted and labelled RTS are connected components (8-connected),
+matched one to one by intersection over union (IoU), a match counting as a true positive when its
+IoU reaches :data:`OBJECT_IOU_THRESHOLD`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import ndimage
+
+OBJECT_IOU_THRESHOLD = 0.5
+"""IoU at which a predicted object matches a labelled one (the usual object-detection criterion)."""
+THRESHOLD_GRID: tuple[float, ...] = tuple(round(0.05 * k, 2) for k in range(1, 20))
+"""Probability thresholds tried when the threshold is chosen on validation data (0.05 .. 0.95)."""
+EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Counts and the precision, recall and F1 derived from them (0 where undefined)."""
+
+    tp: int
+    fp: int
+    fn: int
+
+    @property
+    def precision(self) -> float:
+        """TP / (TP + FP)."""
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 0.0
+
+    @property
+    def recall(self) -> float:
+        """TP / (TP + FN)."""
+        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 0.0
+
+    @property
+    def f1(self) -> float:
+        """Harmonic mean of precision and recall."""
+        p, r = self.precision, self.recall
+        return 2 * p * r / (p + r) if p + r else 0.0
+
+    def __add__(self, other: Scores) -> Scores:
+        """Pool the counts of two evaluations (micro-average)."""
+        return Scores(self.tp + other.tp, self.fp + other.fp, self.fn + other.fn)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Counts and rounded scores, for reports."""
+        return {
+            **asdict(self),
+            "precision": round(self.precision, 4),
+            "recall": round(self.recall, 4),
+            "f1": round(self.f1, 4),
+        }
+
+
+ZERO = Scores(0, 0, 0)
+
+
+def pixel_scores(pred: NDArray[np.bool_], truth: NDArray[np.bool_], valid: NDArray[np.bool_]) -> Scores:
+    """Pixel counts of the RTS class over ``valid`` pixels."""
+    p, t = pred & valid, truth & valid
+    return Scores(int(np.count_nonzero(p & t)), int(np.count_nonzero(p & ~t)), int(np.count_nonzero(~p & t)))
+
+
+def object_scores(
+    pred: NDArray[np.bool_],
+    truth: NDArray[np.bool_],
+    valid: NDArray[np.bool_],
+    iou_threshold: float = OBJECT_IOU_THRESHOLD,
+) -> Scores:
+    """Object counts: components matched one to one, greedily by descending IoU.
+
+    Objects are taken inside ``valid`` only; a labelled object never observed is not counted.
+    """
+    pred_ids, n_pred = ndimage.label(pred & valid, structure=EIGHT_CONNECTED)
+    true_ids, n_true = ndimage.label(truth & valid, structure=EIGHT_CONNECTED)
+    if n_pred == 0 or n_true == 0:
+        return Scores(0, n_pred, n_true)
+    pred_area = np.bincount(pred_ids.ravel(), minlength=n_pred + 1)
+    true_area = np.bincount(true_ids.ravel(), minlength=n_true + 1)
+    both = (pred_ids > 0) & (true_ids > 0)
+    pairs, overlap = np.unique(pred_ids[both].astype(np.int64) * (n_true + 1) + true_ids[both], return_counts=True)
+    p_of, t_of = pairs // (n_true + 1), pairs % (n_true + 1)
+    iou = overlap / (pred_area[p_of] + true_area[t_of] - overlap)
+    matched_p: set[int] = set()
+    matched_t: set[int] = set()
+    for k in np.argsort(-iou, kind="stable"):
+        if iou[k] < iou_threshold:
+            break
+        if p_of[k] in matched_p or t_of[k] in matched_t:
+            continue
+        matched_p.add(int(p_of[k]))
+        matched_t.add(int(t_of[k]))
+    tp = len(matched_p)
+    return Scores(tp, n_pred - tp, n_true - tp)
+
+
+def best_threshold(
+    prob: NDArray[np.floating[Any]], truth: NDArray[np.bool_], valid: NDArray[np.bool_]
+) -> tuple[float, Scores]:
+    """The threshold of :data:`THRESHOLD_GRID` with the highest pixel F1 (use on validation data only)."""
+    scored = [(t, pixel_scores(prob >= t, truth, valid)) for t in THRESHOLD_GRID]
+    return max(scored, key=lambda ts: (ts[1].f1, -abs(ts[0] - 0.5)))
