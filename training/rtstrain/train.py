@@ -182,7 +182,8 @@ def _select(entries: dict[str, dict[str, Any]], ids: Sequence[str], what: str) -
     return list(dict.fromkeys(ids))
 
 
-def _read(dataset_dir: Path, entry: dict[str, Any]) -> Stack:
+def read_image(dataset_dir: Path, entry: dict[str, Any]) -> Stack:
+    """One dataset image stack, checked for the input and mask layers."""
     stack = read_stack(Path(dataset_dir) / str(entry["path"]))
     missing = [name for name in (*INPUT_LAYERS, MASK_LAYER) if name not in stack.layers]
     if missing:
@@ -305,7 +306,7 @@ def train(
         raise RtsError("no training images selected")
 
     seed_everything(config.seed, config.deterministic)
-    train_stacks = [_read(dataset_dir, entries[i]) for i in train_list]
+    train_stacks = [read_image(dataset_dir, entries[i]) for i in train_list]
     norm = fit_normalisation(train_stacks, INPUT_LAYERS, config.normalisation_percentiles)
     x, y, valid = _tiles_of(train_stacks, norm, config)
     del train_stacks
@@ -313,7 +314,7 @@ def train(
     log.info("%d training tiles from %d images, %.1f %% with RTS", tiles_total, len(train_list), 100 * pos_frac)
 
     if val_list:
-        xv, yv, vv = _tiles_of([_read(dataset_dir, entries[i]) for i in val_list], norm, config)
+        xv, yv, vv = _tiles_of([read_image(dataset_dir, entries[i]) for i in val_list], norm, config)
     else:
         order = np.random.default_rng(config.seed + 1).permutation(len(x))
         n_val = round(config.validation_fraction * len(x))
