@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from rtsmonitor.cli_training import register as register_training
 from rtsmonitor.demo import run_demo
 from rtsmonitor.errors import ConfigError, RtsError
 from rtsmonitor.imagery import SceneChoice, choose_summer_scene, closest_clear_scene
@@ -238,6 +239,9 @@ def offline_serve(root: Path, host: str, port: int) -> None:
     """Serve ROOT as a STAC API with COG range requests (use its URL as --stac-url)."""
     click.echo(f"serving {root} at http://{host}:{port} (Ctrl-C stops)")
     serve(root, host, port)
+
+
+register_training(main)
 
 
 def run() -> None:
