@@ -7,6 +7,8 @@ bash scripts/setup.sh
 echo "test: ruff"
 .venv/bin/ruff check shared training tests bench
 .venv/bin/ruff format --check shared training tests bench
+echo "test: hadolint"
+.venv/bin/hadolint docker/*.Dockerfile
 echo "test: mypy"
 .venv/bin/mypy
 echo "test: pytest"
