@@ -18,6 +18,7 @@ from rtsmonitor.errors import ConfigError, RtsError
 from rtsmonitor.imagery import SceneChoice, choose_summer_scene, closest_clear_scene
 from rtsmonitor.labels import rasterise, read_labels
 from rtsmonitor.offline.corpus import build_corpus
+from rtsmonitor.offline.paper import build_paper_corpus
 from rtsmonitor.offline.stacserver import serve
 from rtsmonitor.sites import DEFAULT_LABELS_DIR, SiteConfig, load_site_config, paper_sites, validate_paths
 from rtsmonitor.stac import PLANETARY_COMPUTER_STAC_URL, open_catalog
@@ -239,6 +240,78 @@ def offline_serve(root: Path, host: str, port: int) -> None:
     """Serve ROOT as a STAC API with COG range requests (use its URL as --stac-url)."""
     click.echo(f"serving {root} at http://{host}:{port} (Ctrl-C stops)")
     serve(root, host, port)
+
+
+@offline.command("paper")
+@click.argument("root", type=click.Path(path_type=Path))
+@click.option(
+    "--labels-dir",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_LABELS_DIR,
+    show_default=True,
+    help="The real label files (Nitze et al. 2021); the slumps are drawn at them.",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--site", "site_ids", multiple=True, help="Paper site id (repeat; default: all six).")
+@click.option("--max-images", type=int, help="Quick variant: at most this many images per site.")
+def offline_paper(root: Path, labels_dir: Path, seed: int, site_ids: tuple[str, ...], max_images: int | None) -> None:
+    """Render the synthetic corpus that mirrors the paper (six sites, real labels, 41 images) into ROOT.
+
+    Serve ROOT with 'rts offline serve ROOT' and build the dataset with 'rts dataset build
+    --labels-dir ROOT/labels --stac-url URL'.
+    """
+    try:
+        summary = build_paper_corpus(
+            root, labels_dir, seed, sites=list(site_ids) or None, max_images_per_site=max_images
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    counts = ", ".join(f"{site} {n}" for site, n in summary.expected_counts().items())
+    click.echo(f"wrote {len(summary.acquisitions)} acquisitions to {root} in {summary.seconds:.1f} s")
+    click.echo(f"images by design: {counts} ({sum(summary.expected_counts().values())} in all)")
+    click.echo(f"labels: {summary.labels_dir}; design: {summary.manifest_path}")
+
+
+@main.group()
+def dataset() -> None:
+    """Training datasets: label groups paired with Sentinel-2 scenes (Rustemeyer et al. 2022)."""
+
+
+@dataset.command("build")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Dataset folder (images + manifest).")
+@click.option(
+    "--site", "site_specs", multiple=True, help="Config path or paper site id (repeat; default: the six paper sites)."
+)
+@click.option(
+    "--labels-dir",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_LABELS_DIR,
+    show_default=True,
+    help="Where 'labels:NAME' label paths of the site configs are found.",
+)
+@stac_url_option
+@click.option("--max-cloud-pct", type=float, default=10.0, show_default=True, help="Cloud limit over the site (%).")
+@click.option("--search-days", type=int, default=45, show_default=True, help="Search +- days around a label date.")
+def dataset_build(
+    out: Path, site_specs: tuple[str, ...], labels_dir: Path, stac_url: str, max_cloud_pct: float, search_days: int
+) -> None:
+    """Pair each label group with its closest clear scene and write the 6-layer images + manifest.json."""
+    from rtstrain.dataset import build_dataset  # imported here: rtsmonitor never imports rtstrain at import time
+
+    configs = [resolve_site(spec) for spec in site_specs] if site_specs else paper_sites()
+    started = time.perf_counter()
+    manifest = build_dataset(configs, stac_url, out, labels_dir, max_cloud_pct, search_days)
+    for config in configs:
+        images = [i for i in manifest.images if i.site_id == config.id]
+        merged = sum(len(i.merged_label_dates) for i in images)
+        dropped = sum(1 for d in manifest.dropped if d.site_id == config.id)
+        click.echo(f"{config.id:10s} {len(images):3d} image(s), {merged} group(s) merged, {dropped} dropped")
+    for group in manifest.dropped:
+        click.echo(f"dropped {group.site_id} {group.label_date} ({group.stage}): {group.reason}")
+    click.echo(
+        f"{len(manifest.images)} images in {out} in {time.perf_counter() - started:.0f} s; "
+        f"manifest sha256 {manifest.manifest_sha256}"
+    )
 
 
 register_training(main)

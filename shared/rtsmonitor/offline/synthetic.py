@@ -5,9 +5,10 @@ The generator is the offline stand-in for the Planetary Computer collections ``s
 
 - a :class:`World` in one UTM zone: rolling hills, incised valleys (walls of 5-20 degrees) with
   rivers, gravel bars and eroding banks, lakes in flat lows, bright sand patches, and retrogressive
-  thaw slumps (:class:`Slump`): bare horseshoe-shaped floors on slopes that grow every year. The
-  elevation is an analytic function of UTM coordinates (:meth:`World.elevation_m`), so a DEM can be
-  sampled on any lattice;
+  thaw slumps (:class:`Slump`): bare horseshoe-shaped floors on slopes that grow every year
+  (random slumps are placed on valley walls; user-given slumps, e.g. real label polygons, get a
+  local hillslope of about 8-14 degrees built under them). The elevation is an analytic function of
+  UTM coordinates (:meth:`World.elevation_m`), so a DEM can be sampled on any lattice;
 - a :class:`SceneSpec` per acquisition: date, platform, processing baseline, and how much cloud,
   cloud shadow, snow and no-data the scene has over an area of interest (AOI) and tile-wide;
 - a :class:`TileLayout` of MGRS-like tiles, each written as COGs (B02, B03, B04, B08 at 10 m,
@@ -47,6 +48,7 @@ import rasterio
 import shapely
 from affine import Affine
 from pyproj import CRS, Transformer
+from scipy.optimize import nnls
 from shapely.geometry import MultiPolygon, Polygon, box, mapping
 from shapely.geometry.base import BaseGeometry
 from shapely.geometry.polygon import orient
@@ -158,6 +160,23 @@ _COVER_REFLECTANCE = np.array(
 )
 _BASE_ELEVATION_M = 120.0
 _EPS = 1e-9
+
+HILLSLOPE_DEG: tuple[float, float] = (8.0, 14.0)
+"""Range of the downslope gradient, in degrees, at the centroid of each user-given slump (uniform,
+seeded). Real RTS form on slopes (valley sides, lake shores, coastal bluffs) with the headwall
+upslope; the range is this generator's choice, inside the 5-20 degrees its random slumps are placed
+on. The local hillslope built under a given slump tops up the terrain's own slope to this value."""
+HILLSLOPE_WIDTH_M: tuple[float, float] = (60.0, 500.0)
+"""Bounds of the half-width (tanh scale) of a given slump's hillslope step, in metres; within them
+the width is 1.25 times the slump's half-length along the slope plus 20 m."""
+HILLSLOPE_REACH_FACTOR = 3.0
+"""The hillslope fades to zero at this many widths from the slump's centroid (along and across)."""
+HILLSLOPE_FOLLOW_TERRAIN_DEG = 3.0
+"""A given slump on terrain at least this steep (degrees) faces the terrain's own downslope
+direction; on flatter ground it faces the direction of a smooth seeded field (so that neighbouring
+slumps face about the same way, as along one lake shore or valley side)."""
+HILLSLOPE_DIRECTION_SPACING_M = 4000.0
+"""Lattice spacing of the smooth seeded direction field, in metres."""
 
 
 # --- Deterministic hashing: every random value is a pure function of seeds and position --------
@@ -433,11 +452,60 @@ class _Ellipse:
 
 
 @dataclass(frozen=True)
+class _Hillslopes:
+    """Local hillslopes under user-given slumps, as arrays with one entry per slump.
+
+    Hillslope i is a smooth step down along the unit vector (dx, dy): with s and t the along- and
+    across-slope distances from (cx, cy), it adds ``-height_m * tanh(s / width_m) * B(s / reach_m) *
+    B(t / reach_m)`` metres, B(u) = (1 - u^2)^2 for |u| < 1 and 0 beyond (smooth, compact). Its
+    downslope gradient at (cx, cy) is ``height_m / width_m``.
+    """
+
+    cx: F64
+    cy: F64
+    dx: F64
+    dy: F64
+    width_m: F64
+    reach_m: F64
+    height_m: F64
+
+    def __len__(self) -> int:
+        return int(self.cx.size)
+
+    def half_extent(self) -> F64:
+        """Half-side of each hillslope's bounding box (the rotated square |s|, |t| < reach), in m."""
+        extent: F64 = self.reach_m * (np.abs(self.dx) + np.abs(self.dy))
+        return extent
+
+    def overlapping(self, bounds: Bounds) -> npt.NDArray[np.intp]:
+        """Indices of the hillslopes whose bounding box meets ``bounds`` (x0, y0, x1, y1)."""
+        r = self.half_extent()
+        hit = (
+            (self.cx + r > bounds[0])
+            & (self.cx - r < bounds[2])
+            & (self.cy + r > bounds[1])
+            & (self.cy - r < bounds[3])
+            & (self.height_m > 0.0)
+        )
+        return np.nonzero(hit)[0]
+
+    def value(self, i: int, x: F64, y: F64) -> F64:
+        """Elevation added by hillslope ``i`` at (x, y), in metres."""
+        ex, ey = x - self.cx[i], y - self.cy[i]
+        s = ex * self.dx[i] + ey * self.dy[i]
+        t = -ex * self.dy[i] + ey * self.dx[i]
+        z, _, _ = _unit_step(s, t, float(self.width_m[i]), float(self.reach_m[i]))
+        out: F64 = self.height_m[i] * z
+        return out
+
+
+@dataclass(frozen=True)
 class _Terrain:
     hills: tuple[tuple[float, float, float, float], ...]  # (kx, ky, phase, amplitude)
     valleys: tuple[_Valley, ...]
     lakes: tuple[_Ellipse, ...]
     sand: tuple[_Ellipse, ...]
+    hillslopes: _Hillslopes | None = None
 
 
 @dataclass
@@ -577,6 +645,8 @@ class World:
         slumps); elsewhere only hills and valley ends exist and scenes are rendered at 60 m.
     seed : seeds everything.
     slumps : every slump (user-given and random): see :meth:`generate`.
+    given_slumps : how many of the leading ``slumps`` are user-given; each of them sits on a local
+        hillslope (see :data:`HILLSLOPE_DEG`) that is part of the terrain.
 
     Build one with :meth:`generate`. Caches of rendered layers live inside (not thread-safe).
     """
@@ -585,6 +655,7 @@ class World:
     regions: tuple[Bounds, ...]
     seed: int = 0
     slumps: tuple[Slump, ...] = ()
+    given_slumps: int = 0
     _cache: dict[Any, Any] = field(default_factory=dict, init=False, repr=False, compare=False, hash=False)
 
     @classmethod
@@ -604,7 +675,13 @@ class World:
         epsg : the UTM zone.
         regions : bounds in metres; snapped outward to 60 m, overlapping ones are merged.
         seed : seeds the landscape and the random slumps.
-        slumps : user-given slumps (e.g. from :func:`slumps_from_wgs84`).
+        slumps : user-given slumps (e.g. from :func:`slumps_from_wgs84`). Real slumps sit on slopes
+            with the headwall upslope, wherever the random terrain happens to be flat, so the
+            terrain gets a smooth local hillslope under each of them: a step down of
+            :data:`HILLSLOPE_DEG` degrees at the slump's centroid (the terrain's own slope
+            included), facing the terrain's downslope direction where it is steeper than
+            :data:`HILLSLOPE_FOLLOW_TERRAIN_DEG`, else a seeded direction. Lakes keep clear of these
+            hillslopes. The DEM and the illumination of every scene see the same elevation.
         slumps_per_km2 : density of random slumps, one value or one per region (0: none, e.g. for
             regions whose slumps all come from real labels).
         """
@@ -620,11 +697,12 @@ class World:
         if len(densities) != len(snapped):
             raise ValueError(f"slumps_per_km2 has {len(densities)} values for {len(snapped)} regions")
         merged, merged_density = _merge_regions(snapped, densities)
-        base = cls(epsg=epsg, regions=tuple(merged), seed=seed, slumps=tuple(slumps))
+        given = len(slumps)
+        base = cls(epsg=epsg, regions=tuple(merged), seed=seed, slumps=tuple(slumps), given_slumps=given)
         placed: list[Slump] = []
         for region, density in zip(merged, merged_density, strict=True):
             placed.extend(base._random_slumps(region, density, [*slumps, *placed]))
-        world = cls(epsg=epsg, regions=tuple(merged), seed=seed, slumps=(*slumps, *placed))
+        world = cls(epsg=epsg, regions=tuple(merged), seed=seed, slumps=(*slumps, *placed), given_slumps=given)
         world._cache["terrain"] = base._terrain  # the terrain does not depend on the slumps
         return world
 
@@ -649,7 +727,10 @@ class World:
         valleys: list[_Valley] = []
         for region in self.regions:
             valleys.extend(self._region_valleys(region))
-        partial = _Terrain(tuple(hills), tuple(valleys), (), ())
+        hillslopes = _given_hillslopes(
+            _Terrain(tuple(hills), tuple(valleys), (), ()), self.slumps[: self.given_slumps], self.seed
+        )
+        partial = _Terrain(tuple(hills), tuple(valleys), (), (), hillslopes)
         lakes: list[_Ellipse] = []
         sand: list[_Ellipse] = []
         for region in self.regions:
@@ -663,6 +744,7 @@ class World:
                 avoid=lakes,
                 valley_clearance=2.5,
                 below_m=4.0,
+                keep_clear=hillslopes,
             )
             lakes.extend(
                 replace(
@@ -670,7 +752,7 @@ class World:
                 )
                 for lake in region_lakes
             )
-        with_lakes = _Terrain(tuple(hills), tuple(valleys), tuple(lakes), ())
+        with_lakes = _Terrain(tuple(hills), tuple(valleys), tuple(lakes), (), hillslopes)
         for region in self.regions:
             sand.extend(
                 _place_ellipses(
@@ -685,7 +767,7 @@ class World:
                     below_m=None,
                 )
             )
-        return _Terrain(tuple(hills), tuple(valleys), tuple(lakes), tuple(sand))
+        return _Terrain(tuple(hills), tuple(valleys), tuple(lakes), tuple(sand), hillslopes)
 
     def _region_valleys(self, region: Bounds) -> list[_Valley]:
         rng = seeded_rng("valleys", self.seed, region)
@@ -722,8 +804,9 @@ class World:
     def elevation_m(self, x: npt.ArrayLike, y: npt.ArrayLike) -> F64:
         """Elevation in metres at UTM coordinates (x, y) (any broadcastable arrays).
 
-        Rolling hills, incised valleys, flat lake surfaces, and slump floors (as of
-        :data:`DEM_YEAR`) lowered by their ``depth_m`` (looked up on the 10 m lattice).
+        Rolling hills, incised valleys, the local hillslopes under user-given slumps, flat lake
+        surfaces, and slump floors (as of :data:`DEM_YEAR`) lowered by their ``depth_m`` (looked
+        up on the 10 m lattice).
         """
         xa, ya = np.broadcast_arrays(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
         elevation = _base_elevation(self._terrain, xa, ya)
@@ -1032,7 +1115,7 @@ def _rasterise(shape: BaseGeometry, grid: SiteGrid) -> tuple[tuple[slice, slice]
 
 
 def _base_elevation(terrain: _Terrain, x: F64, y: F64) -> F64:
-    """Hills and valleys, without lakes or slumps."""
+    """Hills, valleys and the hillslopes under given slumps, without lakes or slump floors."""
     elevation = np.full(np.broadcast_shapes(x.shape, y.shape), _BASE_ELEVATION_M)
     for kx, ky, phase, amplitude in terrain.hills:
         elevation += amplitude * np.sin(kx * x + ky * y + phase)
@@ -1043,7 +1126,105 @@ def _base_elevation(terrain: _Terrain, x: F64, y: F64) -> F64:
         if near.any():
             un, dn = u[near], d[near]
             elevation[near] -= valley.depth_m * valley.taper(un) * np.exp(-((dn / valley.width_m) ** 2))
+    if terrain.hillslopes is not None and elevation.size:
+        _add_hillslopes(terrain.hillslopes, xa, ya, elevation)
     return elevation
+
+
+def _bump(u: F64) -> tuple[F64, F64]:
+    """B(u) = (1 - u^2)^2 for |u| < 1, else 0, and its derivative."""
+    inside = np.abs(u) < 1.0
+    w = np.where(inside, 1.0 - u * u, 0.0)
+    return w * w, np.where(inside, -4.0 * u * w, 0.0)
+
+
+def _unit_step(s: F64, t: F64, width_m: float | F64, reach_m: float | F64) -> tuple[F64, F64, F64]:
+    """A unit-height hillslope step (see :class:`_Hillslopes`): value, d/ds and d/dt."""
+    th = np.tanh(s / width_m)
+    bs, dbs = _bump(s / reach_m)
+    bt, dbt = _bump(t / reach_m)
+    z: F64 = -th * bs * bt
+    dz_ds: F64 = -((1.0 - th * th) / width_m * bs + th * dbs / reach_m) * bt
+    dz_dt: F64 = -th * bs * dbt / reach_m
+    return z, dz_ds, dz_dt
+
+
+def _add_hillslopes(hillslopes: _Hillslopes, x: F64, y: F64, elevation: F64) -> None:
+    """Add the hillslopes to ``elevation`` at the (broadcast) points (x, y), in place.
+
+    Points given as a lattice (x varying along the last axis only, y along the first only, as
+    :meth:`World.elevation_m` is called for rasters) are visited only in each hillslope's window.
+    """
+    lattice = x.ndim == 2 and (x.shape[0] == 1 or x.strides[0] == 0) and (y.shape[1] == 1 or y.strides[1] == 0)
+    if lattice:
+        xs, ys = x[0, :], y[:, 0]
+        bounds = (float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max()))
+    else:
+        bounds = (float(x.min()), float(y.min()), float(x.max()), float(y.max()))
+    reach = hillslopes.half_extent()
+    for i in hillslopes.overlapping(bounds):
+        cx, cy, r = float(hillslopes.cx[i]), float(hillslopes.cy[i]), float(reach[i])
+        if lattice:
+            cols = np.nonzero(np.abs(xs - cx) < r)[0]
+            rows = np.nonzero(np.abs(ys - cy) < r)[0]
+            if cols.size == 0 or rows.size == 0:
+                continue
+            window = (slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
+            elevation[window] += hillslopes.value(int(i), xs[window[1]][None, :], ys[window[0]][:, None])
+        else:
+            near = (np.abs(x - cx) < r) & (np.abs(y - cy) < r)
+            if near.any():
+                elevation[near] += hillslopes.value(int(i), x[near], y[near])
+
+
+def _given_hillslopes(terrain: _Terrain, slumps: Sequence[Slump], seed: int) -> _Hillslopes | None:
+    """The hillslopes under user-given slumps, on the terrain of hills and valleys (see :meth:`World.generate`).
+
+    Heights are solved together (non-negative least squares) so that the downslope gradient at
+    every centroid, the terrain's own slope and all neighbouring hillslopes included, is the slump's
+    target from :data:`HILLSLOPE_DEG`: dense clusters of slumps do not stack their steps into cliffs.
+    """
+    if not slumps:
+        return None
+    n = len(slumps)
+    rng = seeded_rng("hillslopes", seed, n)
+    centroids = [s.polygon_utm.centroid for s in slumps]
+    cx = np.array([c.x for c in centroids], dtype=np.float64)
+    cy = np.array([c.y for c in centroids], dtype=np.float64)
+    h = 10.0
+    gx = (_base_elevation(terrain, cx + h, cy) - _base_elevation(terrain, cx - h, cy)) / (2 * h)
+    gy = (_base_elevation(terrain, cx, cy + h) - _base_elevation(terrain, cx, cy - h)) / (2 * h)
+    base_grad = np.hypot(gx, gy)
+    key = _key("hillslope_direction", seed)
+    fx = np.diagonal(_value_noise(cx, cy, HILLSLOPE_DIRECTION_SPACING_M, key)).copy()
+    fy = np.diagonal(_value_noise(cx, cy, HILLSLOPE_DIRECTION_SPACING_M, key + 1)).copy()
+    field_norm = np.hypot(fx, fy)
+    fx = np.where(field_norm > 1e-9, fx / np.maximum(field_norm, 1e-9), 1.0)
+    fy = np.where(field_norm > 1e-9, fy / np.maximum(field_norm, 1e-9), 0.0)
+    follow = base_grad >= math.tan(math.radians(HILLSLOPE_FOLLOW_TERRAIN_DEG))
+    safe = np.maximum(base_grad, 1e-12)
+    dx = np.where(follow, -gx / safe, fx)
+    dy = np.where(follow, -gy / safe, fy)
+    width = np.empty(n)
+    for i, slump in enumerate(slumps):
+        parts = getattr(slump.polygon_utm, "geoms", [slump.polygon_utm])
+        coords = np.concatenate([np.asarray(p.exterior.coords) for p in parts if hasattr(p, "exterior")])
+        half = float(np.abs((coords[:, 0] - cx[i]) * dx[i] + (coords[:, 1] - cy[i]) * dy[i]).max())
+        width[i] = min(max(1.25 * half + 20.0, HILLSLOPE_WIDTH_M[0]), HILLSLOPE_WIDTH_M[1])
+    reach = HILLSLOPE_REACH_FACTOR * width
+    target = np.tan(np.radians(rng.uniform(HILLSLOPE_DEG[0], HILLSLOPE_DEG[1], n)))
+    wanted = np.maximum(target - (-(gx * dx + gy * dy)), 0.0)
+    # a[i, j]: downslope gradient along d_i at centroid i of hillslope j of unit height
+    ex = cx[:, None] - cx[None, :]
+    ey = cy[:, None] - cy[None, :]
+    s = ex * dx[None, :] + ey * dy[None, :]
+    t = -ex * dy[None, :] + ey * dx[None, :]
+    _, dz_ds, dz_dt = _unit_step(s, t, width[None, :], reach[None, :])
+    along = dx[:, None] * dx[None, :] + dy[:, None] * dy[None, :]
+    across = -dy[None, :] * dx[:, None] + dx[None, :] * dy[:, None]
+    a = -(dz_ds * along + dz_dt * across)
+    height, _ = nnls(a, wanted, maxiter=50 * n)
+    return _Hillslopes(cx=cx, cy=cy, dx=dx, dy=dy, width_m=width, reach_m=reach, height_m=height)
 
 
 def _apply_lakes(terrain: _Terrain, x: F64, y: F64, elevation: F64) -> None:
@@ -1083,8 +1264,9 @@ def _place_ellipses(
     avoid: Sequence[_Ellipse],
     valley_clearance: float,
     below_m: float | None,
+    keep_clear: _Hillslopes | None = None,
 ) -> list[_Ellipse]:
-    """Ellipses on flat ground, clear of valleys and of ``avoid`` (lakes or sand patches).
+    """Ellipses on flat ground, clear of valleys, of ``avoid`` (lakes or sand patches) and of ``keep_clear``.
 
     With ``below_m``, only in lows: at least that far below the landscape's mean elevation.
     """
@@ -1113,6 +1295,10 @@ def _place_ellipses(
                 clear = False
                 break
         if not clear or any(math.hypot(cx - o.cx, cy - o.cy) < 1.6 * (a + max(o.a, o.b)) for o in [*avoid, *out]):
+            continue
+        if keep_clear is not None and bool(
+            (np.hypot(keep_clear.cx - cx, keep_clear.cy - cy) < 1.6 * a + 1.42 * keep_clear.reach_m).any()
+        ):
             continue
         out.append(_Ellipse(cx, cy, a, b, math.cos(angle), math.sin(angle)))
     return out
