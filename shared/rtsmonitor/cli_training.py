@@ -17,7 +17,7 @@ from rtsmonitor.errors import MissingExtraError
 from rtsmonitor.modelstore import publish_model
 from rtsmonitor.storage import open_storage
 
-PRESETS = ("paper", "quick")
+PRESETS = ("paper", "demo", "quick")
 
 
 def _rtstrain(module: str) -> ModuleType:
@@ -31,8 +31,7 @@ def _rtstrain(module: str) -> ModuleType:
 
 
 def _config(preset: str, epochs: int | None, base_filters: int | None, seed: int | None) -> object:
-    train = _rtstrain("train")
-    config = train.PAPER if preset == "paper" else train.QUICK
+    config = _rtstrain("train").PRESETS[preset]
     update = {k: v for k, v in (("epochs", epochs), ("base_filters", base_filters), ("seed", seed)) if v is not None}
     return config.model_copy(update=update)
 

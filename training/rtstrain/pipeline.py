@@ -11,7 +11,7 @@ The entry point of the training container (an Azure Container Apps Job). Setting
 ``RTS_WORK_DIR``
     scratch folder for the dataset and runs (default ``/work``).
 ``RTS_PRESET``
-    ``paper`` (default) or ``quick``; ``RTS_LOSO`` ``all`` (default) or ``none``.
+    ``paper`` (default), ``demo`` or ``quick``; ``RTS_LOSO`` ``all`` (default) or ``none``.
 ``RTS_STORE``
     where the bundle is published: a folder, ``azure:`` (``RTS_STORAGE_CONNECTION_STRING``) or
     ``azure://ACCOUNT`` (managed identity through ``DefaultAzureCredential``).
@@ -36,7 +36,7 @@ from rtsmonitor.storage import open_storage
 from rtstrain.dataset import build_dataset
 from rtstrain.evaluate import evaluate
 from rtstrain.export import export_run
-from rtstrain.train import PAPER, QUICK
+from rtstrain.train import PRESETS
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,8 @@ class JobSettings:
         if not labels:
             problems.append(("RTS_LABELS_DIR", "is required: the folder with the label files"))
         preset = env.get("RTS_PRESET", "paper")
-        if preset not in ("paper", "quick"):
-            problems.append(("RTS_PRESET", f"{preset!r} is not 'paper' or 'quick'"))
+        if preset not in PRESETS:
+            problems.append(("RTS_PRESET", f"{preset!r} is not one of {sorted(PRESETS)}"))
         loso = env.get("RTS_LOSO", "all")
         if loso not in ("all", "none"):
             problems.append(("RTS_LOSO", f"{loso!r} is not 'all' or 'none'"))
@@ -99,7 +99,7 @@ def run_job(settings: JobSettings) -> PublishedModel:
     bundle_dir = settings.work_dir / "bundle"
     log.info("building the dataset of %d sites from %s", len(settings.sites), settings.stac_url)
     build_dataset(settings.sites, settings.stac_url, dataset_dir, settings.labels_dir)
-    config = PAPER if settings.preset == "paper" else QUICK
+    config = PRESETS[settings.preset]
     report = evaluate(dataset_dir, eval_dir, config, loso_sites=None if settings.loso else [])
     primary = report["primary"]
     export_run(
