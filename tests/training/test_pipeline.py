@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from rtsmonitor.errors import ConfigError
-from rtstrain.pipeline import JobSettings
+from rtsmonitor.modelstore import CURRENT_BLOB, MODELS_CONTAINER
+from rtsmonitor.offline.paper import build_paper_corpus
+from rtsmonitor.offline.stacserver import LocalStacServer
+from rtsmonitor.storage import open_storage
+from rtstrain.pipeline import JobSettings, run_job
 
 
 def test_defaults_and_overrides(tmp_path: Path) -> None:
@@ -25,3 +30,33 @@ def test_every_problem_is_named() -> None:
     fields = [field for field, _ in info.value.problems]
     assert fields == ["RTS_LABELS_DIR", "RTS_PRESET", "RTS_LOSO", "RTS_STORE", "RTS_SITES"]
     assert "'fast'" in str(info.value) and "'atlantis'" in str(info.value)
+
+
+REAL_LABELS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "labels"
+
+
+def test_the_job_runs_end_to_end_on_a_quick_paper_corpus(tmp_path: Path) -> None:
+    """Labels -> dataset -> primary model -> ONNX -> published bundle, as the container runs it."""
+    sites = ["kolguev01", "kolguev02"]
+    corpus = build_paper_corpus(tmp_path / "corpus", REAL_LABELS, sites=sites, max_images_per_site=2, progress=False)
+    with LocalStacServer(corpus.root) as server:
+        env = {
+            "RTS_STAC_URL": server.url,
+            "RTS_LABELS_DIR": str(corpus.labels_dir),
+            "RTS_SITES": ",".join(sites),
+            "RTS_WORK_DIR": str(tmp_path / "work"),
+            "RTS_PRESET": "quick",
+            "RTS_LOSO": "none",
+            "RTS_STORE": str(tmp_path / "store"),
+            "RTS_MODEL_VERSION": "job-1",
+        }
+        published = run_job(JobSettings.from_env(env))
+    store = open_storage(str(tmp_path / "store"))
+    current = json.loads(store.blobs.read_bytes(MODELS_CONTAINER, CURRENT_BLOB))
+    meta = json.loads(store.blobs.read_bytes(MODELS_CONTAINER, published.meta_blob))
+    report = json.loads((tmp_path / "work" / "evaluation" / "report.json").read_text())
+    assert current["version"] == "job-1" and current["onnx_sha256"] == meta["onnx"]["sha256"]
+    assert meta["threshold"] == report["primary"]["threshold"]
+    assert meta["training_manifest_sha256"] == report["dataset"]["manifest_sha256"]
+    assert report["dataset"]["images"] == 4 and report["dataset"]["synthetic"]
+    assert sorted(report["primary"]["per_site"]) == sites
