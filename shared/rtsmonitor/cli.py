@@ -70,6 +70,13 @@ def pick_scene(site: SiteConfig, stac_url: str, year: int | None, date: dt.date 
     return choose_summer_scene(client, grid, site.season_bounds(year), site.max_cloud_pct, site.min_valid_fraction)
 
 
+labels_dir_option = click.option(
+    "--labels-dir",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_LABELS_DIR,
+    show_default=True,
+    help="Where the 'labels:NAME' label paths of site configs are found.",
+)
 stac_url_option = click.option(
     "--stac-url",
     default=default_stac_url,
@@ -151,13 +158,7 @@ def scenes(site: str, year: int | None, date: dt.datetime | None, stac_url: str,
     help="DEM source: Copernicus GLO-30 from the STAC API, or Earth Engine (extra 'gee').",
 )
 @click.option("--with-labels", is_flag=True, help="Add the RTS mask layer from the site's labels of --date.")
-@click.option(
-    "--labels-dir",
-    type=click.Path(path_type=Path),
-    default=DEFAULT_LABELS_DIR,
-    show_default=True,
-    help="Where 'labels:NAME' label paths of the site config are found.",
-)
+@labels_dir_option
 @stac_url_option
 def stack(
     site: str,
@@ -282,13 +283,7 @@ def dataset() -> None:
 @click.option(
     "--site", "site_specs", multiple=True, help="Config path or paper site id (repeat; default: the six paper sites)."
 )
-@click.option(
-    "--labels-dir",
-    type=click.Path(path_type=Path),
-    default=DEFAULT_LABELS_DIR,
-    show_default=True,
-    help="Where 'labels:NAME' label paths of the site configs are found.",
-)
+@labels_dir_option
 @stac_url_option
 @click.option("--max-cloud-pct", type=float, default=10.0, show_default=True, help="Cloud limit over the site (%).")
 @click.option("--search-days", type=int, default=45, show_default=True, help="Search +- days around a label date.")

@@ -23,6 +23,8 @@ CURRENT_BLOB = "current.json"
 """Blob in :data:`MODELS_CONTAINER` naming the live bundle: ``{"name", "version", "onnx_sha256", ...}``."""
 ONNX_NAME = "model.onnx"
 META_NAME = "model.json"
+DEMO_BUNDLE = Path(__file__).parent / "models" / "demo"
+"""The bundled demo model (trained by ``scripts/train_demo_model.sh`` on the synthetic paper corpus)."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,15 @@ class PublishedModel:
     meta_blob: str
     onnx_sha256: str
     current: bool
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def bundle_prefix(name: str, version: str) -> str:
@@ -52,7 +63,7 @@ def read_bundle_meta(bundle_dir: Path) -> dict[str, Any]:
         raise ModelError(f"{bundle_dir} is not a model bundle: it needs {ONNX_NAME} and {META_NAME}")
     meta: dict[str, Any] = json.loads(meta_path.read_text())
     expected = meta.get("onnx", {}).get("sha256")
-    actual = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+    actual = file_sha256(onnx_path)
     if expected != actual:
         raise ModelError(f"{onnx_path}: sha256 {actual} does not match model.json ({expected}); re-export the bundle")
     return meta

@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from rtsmonitor.cli import main
 from rtsmonitor.grid import project_geometry
 from rtsmonitor.labels import rasterise, read_labels
+from rtsmonitor.modelstore import file_sha256
 from rtsmonitor.offline.paper import PaperCorpusSummary, build_paper_corpus
 from rtsmonitor.offline.stacserver import LocalStacServer
 from rtsmonitor.sites import LabelSource, paper_site
@@ -28,7 +29,6 @@ from rtstrain.dataset import (
     DatasetError,
     DatasetManifest,
     build_dataset,
-    file_sha256,
     images_hash,
 )
 

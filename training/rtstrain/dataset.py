@@ -46,6 +46,7 @@ from rtsmonitor.imagery import (
     read_scene,
 )
 from rtsmonitor.labels import Label, by_date, rasterise, read_labels
+from rtsmonitor.modelstore import file_sha256
 from rtsmonitor.sites import SiteConfig
 from rtsmonitor.stac import open_catalog
 from rtsmonitor.stack import INPUT_LAYERS, MASK_LAYER, make_stack, write_stack
@@ -212,15 +213,6 @@ def canonical_json(value: Any) -> bytes:
 def images_hash(images: Sequence[DatasetImage]) -> str:
     """sha256 of the canonical JSON of the images list: the dataset's identity (goes into model.json)."""
     return hashlib.sha256(canonical_json([image.to_dict() for image in images])).hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass

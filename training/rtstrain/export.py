@@ -9,7 +9,6 @@ the export fails when the largest absolute difference exceeds 1e-4.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from rtsmonitor.errors import ModelError
+from rtsmonitor.modelstore import file_sha256
 from rtsmonitor.tiling import Normalisation
 
 MODEL_JSON_SCHEMA_VERSION = 1
@@ -53,15 +53,6 @@ class ExportResult:
     keras_seconds: float
     onnx_seconds: float
     export_seconds: float
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def library_versions() -> dict[str, str]:
@@ -186,7 +177,7 @@ def write_model_json(
         "method": PAPER_REFERENCE,
         "onnx": {
             "file": Path(onnx_path).name,
-            "sha256": sha256_file(onnx_path),
+            "sha256": file_sha256(onnx_path),
             "opset": ONNX_OPSET,
             "input_name": session.get_inputs()[0].name,
             "output_name": session.get_outputs()[0].name,
@@ -262,7 +253,7 @@ def export_model(
     return ExportResult(
         onnx_path=onnx_path,
         model_json_path=json_path,
-        onnx_sha256=sha256_file(onnx_path),
+        onnx_sha256=file_sha256(onnx_path),
         max_abs_diff=diff,
         parity_shape=tuple(x.shape),
         keras_seconds=keras_s,
