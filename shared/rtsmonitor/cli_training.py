@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -41,23 +42,34 @@ preset_option = click.option(
     type=click.Choice(PRESETS),
     default="paper",
     show_default=True,
-    help="paper: 100 epochs, batch 32 (Rustemeyer et al. 2022); quick: seconds, for tests.",
+    help="paper: 100 epochs, batch 32 (Rustemeyer et al. 2022); demo: the bundled model; quick: seconds.",
 )
 epochs_option = click.option("--epochs", type=int, help="Override the preset's epochs.")
 filters_option = click.option("--base-filters", type=int, help="Override the U-Net width (filters of level 1).")
 seed_option = click.option("--seed", type=int, help="Override the preset's seed.")
 
 
+def run_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The options ``train`` and ``evaluate`` share: dataset, output folder and the configuration."""
+    for option in reversed(
+        (
+            click.option("--dataset", "dataset_dir", type=click.Path(path_type=Path, exists=True), required=True),
+            click.option("--out", type=click.Path(path_type=Path), required=True),
+            preset_option,
+            epochs_option,
+            filters_option,
+            seed_option,
+        )
+    ):
+        command = option(command)
+    return command
+
+
 def register(main: click.Group) -> None:
     """Add ``train``, ``evaluate``, ``export-onnx`` and ``publish-model`` to ``main``."""
 
     @main.command("train")
-    @click.option("--dataset", "dataset_dir", type=click.Path(path_type=Path, exists=True), required=True)
-    @click.option("--out", type=click.Path(path_type=Path), required=True)
-    @preset_option
-    @epochs_option
-    @filters_option
-    @seed_option
+    @run_options
     @click.option("--train-ids", help="Comma-separated image ids to train on (default: all but --val-ids).")
     @click.option("--val-ids", help="Comma-separated image ids to validate on.")
     def train_command(
@@ -86,12 +98,7 @@ def register(main: click.Group) -> None:
         click.echo(f"run written to {out}")
 
     @main.command("evaluate")
-    @click.option("--dataset", "dataset_dir", type=click.Path(path_type=Path, exists=True), required=True)
-    @click.option("--out", type=click.Path(path_type=Path), required=True)
-    @preset_option
-    @epochs_option
-    @filters_option
-    @seed_option
+    @run_options
     @click.option("--loso-sites", help="Comma-separated sites for leave-one-site-out (default all; 'none' for none).")
     def evaluate_command(
         dataset_dir: Path,

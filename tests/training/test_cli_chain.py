@@ -84,3 +84,24 @@ def test_a_tampered_bundle_is_refused(bundle: Path, tmp_path: Path) -> None:
     with pytest.raises(ModelError, match=r"does not match model\.json"):
         publish_model(store, copy)
     assert store.blobs.list(MODELS_CONTAINER) == []
+
+
+def test_evaluate_command_prints_the_report(tmp_path: Path) -> None:
+    dataset = write_dataset(tmp_path / "dataset", seeds=(1, 2, 3), sites=["a", "a", "a"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "evaluate",
+            "--dataset",
+            str(dataset),
+            "--out",
+            str(tmp_path / "eval"),
+            "--preset",
+            "quick",
+            "--loso-sites",
+            "none",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "| paper (Rustemeyer et al. 2022) | 0.86 | 0.80 | 0.83 |" in result.output
+    assert "primary model pixel F1" in result.output and (tmp_path / "eval" / "report.json").is_file()
