@@ -17,10 +17,10 @@ from pystac_client import Client
 
 from rtsmonitor.errors import ConfigError
 from rtsmonitor.imagery import choose_summer_scene
-from rtsmonitor.labels import by_date, read_labels
 from rtsmonitor.offline.corpus import build_corpus
+from rtsmonitor.offline.paper import label_slumps, site_labels
 from rtsmonitor.offline.stacserver import LocalStacServer
-from rtsmonitor.offline.synthetic import Slump, slumps_from_wgs84
+from rtsmonitor.offline.synthetic import Slump
 from rtsmonitor.sites import DEFAULT_LABELS_DIR, SiteConfig, paper_site, paper_site_paths, validate_paths
 from rtsmonitor.stack import Stack, build_stack, write_stack
 from rtsmonitor.terrain import StacDem
@@ -45,19 +45,15 @@ class DemoYear:
     bytes_read: int
 
 
-def label_slumps(site: SiteConfig, labels_dir: Path) -> list[Slump]:
-    """The site's real label polygons of its latest label date as synthetic slumps (empty if absent).
+def demo_slumps(site: SiteConfig, labels_dir: Path) -> list[Slump]:
+    """The site's real label polygons as synthetic slumps, one per physical slump (empty if absent).
 
-    The labels draw the same slump again on every image date, so one date is taken: each polygon
-    is then one slump.
+    The same rule as the paper corpus (:func:`rtsmonitor.offline.paper.label_slumps`): the labels
+    redraw a slump on every image date, so each slump is taken once, in its latest drawing.
     """
-    labels = [
-        lab for src in site.labels if src.resolved_path(labels_dir).exists() for lab in read_labels(src, labels_dir)
-    ]
-    if not labels:
+    if not any(source.resolved_path(labels_dir).exists() for source in site.labels):
         return []
-    last_date, latest = list(by_date(labels).items())[-1]
-    return slumps_from_wgs84([(lab.geometry, last_date.year) for lab in latest], site.grid().epsg, seed=DEMO_SEED)
+    return label_slumps(site_labels(site, labels_dir), site.grid(), DEMO_SEED)
 
 
 def run_demo(out: Path, labels_dir: Path = DEFAULT_LABELS_DIR, say: Callable[[str], None] = print) -> list[DemoYear]:
@@ -70,7 +66,7 @@ def run_demo(out: Path, labels_dir: Path = DEFAULT_LABELS_DIR, say: Callable[[st
 
     site = paper_site(DEMO_SITE)
     grid = site.grid()
-    slumps = label_slumps(site, labels_dir)
+    slumps = demo_slumps(site, labels_dir)
     origin = f"{len(slumps)} slumps at the real label polygons" if slumps else "random slumps (no label files found)"
     corpus = build_corpus(
         out / "offline-stac",
