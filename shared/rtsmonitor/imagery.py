@@ -13,7 +13,7 @@ the item's ``s2:processing_baseline``, not on its date: reprocessed older scenes
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -295,9 +295,12 @@ def _assess_all(
     target: dt.date,
     max_cloud_pct: float,
     min_valid_fraction: float,
+    known: Sequence[SceneAssessment] = (),
 ) -> list[SceneAssessment]:
+    """Assess every acquisition of the window; those in ``known`` (same target and limits) are not read again."""
+    done = {k.acquisition.id: k for k in known}
     acquisitions = search_acquisitions(client, grid, start, end)
-    return [assess(a, grid, target, max_cloud_pct, min_valid_fraction) for a in acquisitions]
+    return [done.get(a.id) or assess(a, grid, target, max_cloud_pct, min_valid_fraction) for a in acquisitions]
 
 
 def choose_summer_scene(
@@ -326,7 +329,7 @@ def choose_summer_scene(
         reason = f"lowest cost among {sum(c.acceptable for c in ranked)} acceptable of {len(ranked)}: {best.describe()}"
         return SceneChoice(ranked, best, reason, (start, end))
     wide = (start - dt.timedelta(days=FALLBACK_WIDEN_DAYS), end + dt.timedelta(days=FALLBACK_WIDEN_DAYS))
-    wider = _assess_all(client, grid, wide[0], wide[1], target, max_cloud_pct, min_valid_fraction)
+    wider = _assess_all(client, grid, wide[0], wide[1], target, max_cloud_pct, min_valid_fraction, known=candidates)
     ranked_wide = sorted(wider, key=lambda c: (not c.acceptable, c.cost, c.acquisition.id))
     if ranked_wide and ranked_wide[0].acceptable:
         best = ranked_wide[0]
