@@ -14,8 +14,8 @@ if [ ! -x .venv/bin/python ]; then
     echo "setup: creating .venv"
     "$PYTHON" -m venv .venv
 fi
-echo "setup: installing the rtsmonitor package, training extra (TensorFlow CPU) and dev tools into .venv"
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev,train]"
+echo "setup: installing the rtsmonitor package, training (TensorFlow CPU), Functions and dev extras into .venv"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev,train,functions]"
 
 if ! command -v npm >/dev/null 2>&1; then
     echo "setup: npm not found; installing Node.js and npm from Debian packages" >&2

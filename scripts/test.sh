@@ -5,8 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 echo "test: ruff"
-.venv/bin/ruff check shared training tests bench
-.venv/bin/ruff format --check shared training tests bench
+.venv/bin/ruff check shared training functions tests bench
+.venv/bin/ruff format --check shared training functions tests bench
 echo "test: hadolint"
 .venv/bin/hadolint docker/*.Dockerfile
 echo "test: mypy"

@@ -200,14 +200,192 @@ def stack(
     help="Real label files; the offline slumps are drawn where they are (random slumps if absent).",
 )
 def demo(out: Path, labels_dir: Path) -> None:
-    """Run the main job on the embedded default: offline scenes, local STAC server, no account."""
-    started = time.perf_counter()
-    years = run_demo(out, labels_dir, say=click.echo)
+    """Run the main job on the embedded default: offline scenes, local STAC server, local store, demo model."""
+    result = run_demo(out, labels_dir, say=click.echo)
     click.echo("")
-    click.echo(f"{'year':6s}{'valid':>8s}{'seconds':>9s}{'MB read':>9s}  stack")
-    for y in years:
-        click.echo(f"{y.year:<6d}{y.valid_fraction:>8.1%}{y.seconds:>9.1f}{y.bytes_read / 1e6:>9.1f}  {y.stack_path}")
-    click.echo(f"done in {time.perf_counter() - started:.0f} s; offline corpus in {out / 'offline-stac'}")
+    click.echo(f"done in {result.seconds:.0f} s. Records: {result.exported.records_csv}")
+    click.echo(f"chart: {result.exported.chart}; report: {result.exported.report}; polygons: {out / 'polygons'}")
+    click.echo(f"everything the Functions would store in Azure is under {out / 'store'}")
+
+
+@main.command()
+@click.option(
+    "--store",
+    "storage_spec",
+    default="rts-output/store",
+    show_default=True,
+    help="Storage: a local folder, 'azure:' (connection string from $RTS_STORAGE_CONNECTION_STRING or "
+    "$AzureWebJobsStorage) or 'azure://ACCOUNT' (Entra ID).",
+)
+@click.option(
+    "--register",
+    "configs",
+    multiple=True,
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="Upload and register this site config (repeat); its backfill is queued.",
+)
+@click.option("--year", "years", type=int, multiple=True, help="Also queue this summer for every active site (repeat).")
+@click.option(
+    "--model",
+    "model_dir",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    help="Publish this model bundle and make it current first (default: the store's current model).",
+)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("rts-output/monitor"), show_default=True)
+@stac_url_option
+def monitor(
+    storage_spec: str,
+    configs: tuple[Path, ...],
+    years: tuple[int, ...],
+    model_dir: Path | None,
+    out: Path,
+    stac_url: str,
+) -> None:
+    """Run the Functions' orchestration here: register sites, process the queue, export the products.
+
+    Against Planetary Computer and an Azure storage account this is the production job, run by hand.
+    """
+    from rtsmonitor.handlers import LiveServices
+    from rtsmonitor.jobs import SITE_YEARS_QUEUE, enqueue, yearly_jobs
+    from rtsmonitor.modelstore import current_model, publish_model
+    from rtsmonitor.monitor import drain_queue, export_products, upload_configs
+    from rtsmonitor.registry import active_sites
+    from rtsmonitor.report import summary_table
+    from rtsmonitor.storage import open_storage
+
+    storage = open_storage(storage_spec)
+    if model_dir is not None:
+        published = publish_model(storage, model_dir)
+        click.echo(f"model {published.name} {published.version} is now current")
+    for registration in upload_configs(storage, [(path.name, path.read_bytes()) for path in configs]):
+        if registration.status == "invalid":
+            for field, message in registration.problems:
+                click.echo(f"{registration.blob_name}: {field}: {message}", err=True)
+        else:
+            click.echo(f"site {registration.key} {registration.status}: {len(registration.queued)} site-years queued")
+    if years:
+        sites = active_sites(storage)
+        jobs = [job for year in years for job in yearly_jobs(sites, year)]
+        enqueue(storage, jobs)
+        click.echo(f"queued {len(jobs)} site-years for {', '.join(map(str, years))}")
+    if storage.queues.peek_count(SITE_YEARS_QUEUE):
+        current_model(storage)  # fail now, jobs still queued, when no model is published
+    services = LiveServices(storage, {**os.environ, "RTS_STAC_URL": stac_url})
+    drained = drain_queue(storage, services, say=click.echo)
+    click.echo(f"processed {len(drained.queue.succeeded)} site-years, {len(drained.queue.poisoned)} failed for good")
+    records, exported = export_products(storage, out, title="RTS area per year")
+    if records:
+        click.echo(summary_table(records))
+    click.echo(f"records: {exported.records_csv}; chart: {exported.chart}; report: {exported.report}")
+
+
+@main.command()
+@click.option("--rts-area-km2", type=float, required=True, help="Mapped active RTS area (km2).")
+@click.option("--site-area-km2", type=float, required=True, help="Observed (valid) site area, RTS included (km2).")
+@click.option(
+    "--area-error-pct", type=float, default=15.0, show_default=True, help="Relative error of the RTS area (%)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the estimate and the factors as JSON.")
+def carbon(rts_area_km2: float, site_area_km2: float, area_error_pct: float, as_json: bool) -> None:
+    """Net carbon loss of a site from its RTS area, with uncertainty (Turetsky et al. 2020 factors)."""
+    from rtsmonitor.carbon import CarbonInputError, site_carbon
+
+    given = {
+        "rts_area_m2": ("--rts-area-km2", rts_area_km2),
+        "site_area_m2": ("--site-area-km2", site_area_km2),
+        "area_error_fraction": ("--area-error-pct", area_error_pct),
+    }
+    try:
+        estimate = site_carbon(rts_area_km2 * 1e6, site_area_km2 * 1e6, area_error_fraction=area_error_pct / 100.0)
+    except CarbonInputError as exc:
+        hint, value = given[exc.parameter]
+        raise click.BadParameter(f"{value:g} ({exc})", param_hint=hint) from None
+    click.echo(json.dumps(estimate.to_dict(), indent=2) if as_json else estimate.explain())
+
+
+@main.command()
+@click.argument("stack_or_site")
+@click.option("--year", type=int, help="Summer to stack and predict when STACK_OR_SITE is a site (required then).")
+@click.option(
+    "--model",
+    "model_dir",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    help="Model bundle folder (model.onnx + model.json); default: the bundled demo model.",
+)
+@click.option(
+    "--out", type=click.Path(path_type=Path), help="Output folder (default rts-output/predictions/SITE/YEAR)."
+)
+@click.option("--threads", type=click.IntRange(min=1), help="onnxruntime threads (default: cores, at most 4).")
+@click.option("--window-px", type=click.IntRange(min=1), help="Sliding-window edge in pixels (default 512).")
+@click.option(
+    "--overlap-px", type=click.IntRange(min=0), help="Overlap of neighbouring windows in pixels (default 64)."
+)
+@stac_url_option
+def predict(
+    stack_or_site: str,
+    year: int | None,
+    model_dir: Path | None,
+    out: Path | None,
+    threads: int | None,
+    window_px: int | None,
+    overlap_px: int | None,
+    stac_url: str,
+) -> None:
+    """Map RTS in a stack COG, or in SITE's summer --year (stacked first): probability.tif and mask.tif."""
+    from rtsmonitor import inference
+    from rtsmonitor.modelstore import DEMO_BUNDLE
+
+    started = time.perf_counter()
+    window_px = inference.DEFAULT_WINDOW_PX if window_px is None else window_px
+    overlap_px = inference.DEFAULT_OVERLAP_PX if overlap_px is None else overlap_px
+    path = Path(stack_or_site)
+    is_stack = path.suffix.lower() in (".tif", ".tiff")
+    if is_stack and not path.is_file():
+        raise click.BadParameter(f"stack file {path} does not exist", param_hint="STACK_OR_SITE")
+    if not is_stack and year is None:
+        raise click.UsageError("give --year: the summer of the site to stack and predict")
+    try:
+        model = inference.Model.load(model_dir or DEMO_BUNDLE, threads or inference.DEFAULT_THREADS)
+        click.echo(f"model: {model.label} (threshold {model.threshold})")
+        if is_stack:
+            side = path.with_suffix(".json")
+            meta = json.loads(side.read_text()) if side.is_file() else {}
+            label = str(year or meta.get("year") or str(meta.get("scene", {}).get("datetime", ""))[:4] or "undated")
+            folder = out or Path("rts-output") / "predictions" / str(meta.get("site_id") or path.stem) / label
+            with click.progressbar(length=1, label="predicting") as bar:
+
+                def advance(done: int, total: int) -> None:
+                    bar.length = total
+                    bar.update(done - bar.pos)
+
+                summary = inference.predict_file(
+                    model,
+                    path,
+                    folder / "probability.tif",
+                    folder / "mask.tif",
+                    window_px=window_px,
+                    overlap_px=overlap_px,
+                    progress=advance,
+                )
+            observed_fraction, rts_px, grid = summary.observed_fraction, summary.rts_px, summary.grid
+            paths = (summary.probability_path, summary.mask_path)
+        else:
+            config = resolve_site(stack_or_site)
+            choice = pick_scene(config, stac_url, year, None)
+            click.echo(f"scene: {choice.reason}")
+            stacked = build_stack(
+                config.grid(), choice, dem_source("copernicus", stac_url), meta={"site_id": config.id, "year": year}
+            )
+            folder = out or Path("rts-output") / "predictions" / config.id / str(year)
+            prediction = inference.predict_stack(model, stacked, window_px=window_px, overlap_px=overlap_px)
+            paths = (folder / "probability.tif", folder / "mask.tif")
+            inference.write_prediction(prediction, *paths)
+            observed_fraction, rts_px, grid = prediction.observed_fraction, prediction.rts_px, prediction.grid
+    except RtsError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"observed: {observed_fraction:.1%} of {grid.width}x{grid.height} px")
+    click.echo(f"RTS: {rts_px} px = {rts_px * grid.res_m**2:.0f} m2 (probability >= {model.threshold})")
+    click.echo(f"wrote {paths[0]} and {paths[1]} in {time.perf_counter() - started:.1f} s")
 
 
 @main.group()

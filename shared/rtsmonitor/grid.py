@@ -8,13 +8,17 @@ the Sentinel-2 10 m pixels (whose tile origins are whole multiples of 10 m in th
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import shapely
 from affine import Affine
+from numpy.typing import NDArray
 from pyproj import CRS, Transformer
 from rasterio.crs import CRS as RioCRS
+from rasterio.features import rasterize
 from rasterio.warp import transform_bounds
 from shapely.geometry import Polygon, box
 from shapely.geometry.base import BaseGeometry
@@ -139,6 +143,17 @@ def project_geometry(geometry_wgs84: BaseGeometry, epsg: int) -> BaseGeometry:
     """A WGS84 (lon, lat) geometry in the CRS ``epsg``."""
     to_utm = Transformer.from_crs(CRS.from_epsg(4326), CRS.from_epsg(epsg), always_xy=True)
     return shapely.transform(geometry_wgs84, to_utm.transform, interleaved=False)
+
+
+def burn_wgs84(geometries_wgs84: Sequence[BaseGeometry], grid: SiteGrid) -> NDArray[np.bool_]:
+    """Boolean raster on ``grid``: True where a pixel centre lies inside one of the WGS84 geometries."""
+    shapes = [project_geometry(g, grid.epsg) for g in geometries_wgs84]
+    if not shapes:
+        return np.zeros(grid.shape, dtype=bool)
+    burned: NDArray[np.uint8] = rasterize(
+        [(s, 1) for s in shapes], out_shape=grid.shape, transform=grid.transform, fill=0, dtype="uint8"
+    )
+    return burned.astype(bool)
 
 
 def grid_for_geometry(geometry_wgs84: BaseGeometry, res_m: float = DEFAULT_RES_M) -> SiteGrid:

@@ -20,11 +20,10 @@ import pyogrio.raw
 import shapely
 from numpy.typing import NDArray
 from pyproj import CRS, Transformer
-from rasterio.features import rasterize
 from shapely.geometry.base import BaseGeometry
 
 from rtsmonitor.errors import ConfigError
-from rtsmonitor.grid import SiteGrid, project_geometry
+from rtsmonitor.grid import SiteGrid, burn_wgs84
 from rtsmonitor.sites import LabelSource
 
 
@@ -91,10 +90,4 @@ def by_date(labels: list[Label]) -> dict[dt.date, list[Label]]:
 
 def rasterise(labels: list[Label], grid: SiteGrid) -> NDArray[np.bool_]:
     """Boolean RTS mask on ``grid``: True where a pixel centre lies inside a label polygon."""
-    shapes = [project_geometry(label.geometry, grid.epsg) for label in labels]
-    if not shapes:
-        return np.zeros(grid.shape, dtype=bool)
-    burned: NDArray[np.uint8] = rasterize(
-        [(s, 1) for s in shapes], out_shape=grid.shape, transform=grid.transform, fill=0, dtype="uint8"
-    )
-    return burned.astype(bool)
+    return burn_wgs84([label.geometry for label in labels], grid)

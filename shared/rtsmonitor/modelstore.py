@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rtsmonitor.errors import ModelError
+from rtsmonitor.errors import ModelError, NotFoundError
 from rtsmonitor.storage import Storage
 
 MODELS_CONTAINER = "models"
@@ -96,3 +99,49 @@ def publish_model(storage: Storage, bundle_dir: Path, *, make_current: bool = Tr
             MODELS_CONTAINER, CURRENT_BLOB, json.dumps(pointer, indent=2).encode(), content_type="application/json"
         )
     return PublishedModel(name, version, onnx_blob, meta_blob, str(meta["onnx"]["sha256"]), make_current)
+
+
+def current_model(storage: Storage) -> dict[str, Any]:
+    """The ``current.json`` pointer; :class:`ModelError` if no model has been published."""
+    where = f"{MODELS_CONTAINER}/{CURRENT_BLOB}"
+    try:
+        pointer = json.loads(storage.blobs.read_bytes(MODELS_CONTAINER, CURRENT_BLOB))
+    except NotFoundError:
+        raise ModelError(f"no model published: blob {where} is missing (run 'rts publish-model')") from None
+    except ValueError as exc:
+        raise ModelError(f"blob {where} is not JSON ({exc}); publish the model again") from None
+    if not isinstance(pointer, dict):
+        raise ModelError(f"blob {where} must hold a JSON object, got {type(pointer).__name__}")
+    return pointer
+
+
+def fetch_current_bundle(storage: Storage, cache_dir: Path) -> Path:
+    """Download the live bundle into ``cache_dir/<name>/<version>/`` (once) and return that folder.
+
+    A cached copy is used when its ONNX file matches the pointer's sha256; a download goes to a
+    temporary folder first, so a half-downloaded bundle never sits in the cache.
+    """
+    pointer = current_model(storage)
+    name, version = str(pointer.get("name", "")), str(pointer.get("version", ""))
+    prefix = bundle_prefix(name, version)
+    target = Path(cache_dir) / name / version
+    if (target / ONNX_NAME).is_file() and file_sha256(target / ONNX_NAME) == pointer.get("onnx_sha256"):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{version}-") as tmp:
+        for blob in (ONNX_NAME, META_NAME):
+            try:
+                storage.blobs.read_to_file(MODELS_CONTAINER, prefix + blob, Path(tmp) / blob)
+            except NotFoundError:
+                raise ModelError(
+                    f"{MODELS_CONTAINER}/{CURRENT_BLOB} names {name} {version}, but blob "
+                    f"{MODELS_CONTAINER}/{prefix}{blob} is missing; publish that model again"
+                ) from None
+        meta = read_bundle_meta(Path(tmp))  # checks the ONNX file against model.json
+        if meta["onnx"]["sha256"] != pointer.get("onnx_sha256"):
+            raise ModelError(f"{MODELS_CONTAINER}/{prefix}: model.json does not match {CURRENT_BLOB} (sha256 differs)")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+        Path(tmp).mkdir()  # TemporaryDirectory removes it on exit
+    return target

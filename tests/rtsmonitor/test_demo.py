@@ -7,10 +7,11 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from rtsmonitor.cli import main
-from rtsmonitor.demo import DEMO_YEARS, run_demo
+from rtsmonitor.demo import DEMO_YEARS, demo_slumps, run_demo
 from rtsmonitor.labels import rasterise, read_labels
 from rtsmonitor.offline.stacserver import LocalStacServer
 from rtsmonitor.sites import paper_site, paper_site_paths
@@ -19,28 +20,37 @@ from rtsmonitor.stack import INPUT_LAYERS, MASK_LAYER, read_stack
 REAL_LABELS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "labels"
 
 
-def test_demo_builds_one_stack_per_summer_offline(tmp_path: Path) -> None:
+def test_demo_runs_the_monitoring_job_offline(tmp_path: Path) -> None:
     lines: list[str] = []
-    years = run_demo(tmp_path, REAL_LABELS, say=lines.append)
-    assert [y.year for y in years] == list(DEMO_YEARS)
-    assert "the 6 bundled paper sites are valid" in lines[0]
-    assert "slumps at the real label polygons" in lines[1]
-    grid = paper_site("horton01").grid()
-    for y in years:
-        stack = read_stack(y.stack_path)
-        assert stack.layers == INPUT_LAYERS and stack.grid == grid
-        assert y.valid_fraction >= 0.5
-        assert y.bytes_read > 0
-        blue = stack.layer("blue")
-        assert 0.01 < float(np.nanmedian(blue)) < 0.1  # tundra blue reflectance, both baselines
-        meta = json.loads(y.stack_path.with_suffix(".json").read_text())
-        assert meta["year"] == y.year and meta["choice"]["acceptable"]
+    result = run_demo(tmp_path, REAL_LABELS, say=lines.append, site_ids=("horton01",))
+    assert "slumps at the real label polygons for 1 of 1 sites" in lines[0]
+    assert "rts-unet-demo demo-1 published" in lines[1]
+    assert "registered 1 sites; 6 site-years queued" in lines[2]
+    years = list(range(DEMO_YEARS[0], DEMO_YEARS[1] + 1))
+    assert [(r.site_id, r.year) for r in result.records] == [("horton01", y) for y in years]
+    world, grid = result.corpus.worlds["horton01"], paper_site("horton01").grid()
+    for record in result.records:
+        if record.status != "ok":
+            assert record.status == "no-scene" and record.reason.startswith("no scene")
+            continue
+        truth = float(world.slump_mask(grid, record.year).sum()) * grid.res_m**2
+        assert record.rts_area_m2 == pytest.approx(truth, rel=0.15)  # the records' own area error
+    # the products a user opens
+    csv_lines = result.exported.records_csv.read_text().splitlines()
+    assert csv_lines[0].startswith("site_id,year,status") and len(csv_lines) == 1 + len(years)
+    ok = [r for r in result.records if r.status == "ok"]
+    assert len(result.exported.polygons) == len(ok) >= 4
+    polygons = json.loads((tmp_path / "polygons" / "horton01" / f"{ok[0].year}.geojson").read_text())
+    assert len(polygons["features"]) == ok[0].rts_count
+    assert result.exported.chart is not None and result.exported.chart.stat().st_size > 10_000
+    assert result.exported.report is not None and "rts_area_per_year.png" in result.exported.report.read_text()
+    assert "\nhorton01  2016  " in "\n".join(lines)  # the summary table
 
 
 def test_demo_without_label_files_uses_random_slumps(tmp_path: Path) -> None:
-    lines: list[str] = []
-    run_demo(tmp_path, tmp_path / "no-labels", say=lines.append)
-    assert "random slumps" in lines[1]
+    site = paper_site("lena")
+    assert demo_slumps(site, tmp_path / "no-labels") == []
+    assert len(demo_slumps(site, REAL_LABELS)) > 0
 
 
 def test_sites_validate_exit_codes(tmp_path: Path) -> None:

@@ -257,11 +257,31 @@ class _Database:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
             try:
-                connection.execute("PRAGMA journal_mode=WAL")
+                _use_wal(connection)
                 connection.executescript(_SCHEMA)
             finally:
                 connection.close()
             self._ready = True
+
+
+def _use_wal(connection: sqlite3.Connection) -> None:
+    """Switch the file to write-ahead logging (persistent), waiting while other connections hold it.
+
+    Changing the journal mode needs the file to itself, and SQLite does not call its busy handler
+    for it: when another process or thread is using the file, retry until :data:`BUSY_TIMEOUT_S`.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            (mode,) = connection.execute("PRAGMA journal_mode").fetchone()
+            if str(mode).lower() == "wal":
+                return
+            connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 @contextmanager

@@ -1,0 +1,235 @@
+"""One site-year end to end: scene, stack, inference, objects, carbon, products and the record.
+
+This is what the queue trigger runs (and ``rts monitor`` / ``rts demo`` through
+:func:`rtsmonitor.jobs.run_queue`). Products go to ``results/<site>/<year>/<run_id>/``; the record
+is written after them and names that run; then older runs of the site-year are deleted. A crash at
+any point leaves the previous record and every blob it names intact.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pystac_client import Client
+
+from rtsmonitor import __version__
+from rtsmonitor.carbon import AREA_ERROR_FRACTION, site_carbon
+from rtsmonitor.grid import burn_wgs84
+from rtsmonitor.imagery import SceneChoice, choose_summer_scene
+from rtsmonitor.inference import Model, predict_stack, write_prediction
+from rtsmonitor.jobs import SiteYearJob
+from rtsmonitor.objects import find_objects, objects_geojson, total_area_m2
+from rtsmonitor.quicklook import write_quicklook
+from rtsmonitor.records import (
+    RESULTS_CONTAINER,
+    SiteYearRecord,
+    prune_runs,
+    read_record,
+    results_prefix,
+    write_record,
+)
+from rtsmonitor.registry import read_site
+from rtsmonitor.retry import with_retries
+from rtsmonitor.stack import build_stack
+from rtsmonitor.storage import Storage
+from rtsmonitor.terrain import DemSource
+
+log = logging.getLogger(__name__)
+
+CODE_VERSION = __version__
+"""Version of this code, stored in every record (the container build may append the git commit)."""
+
+PRODUCT_TYPES = {
+    "probability.tif": "image/tiff; application=geotiff; profile=cloud-optimized",
+    "mask.tif": "image/tiff; application=geotiff; profile=cloud-optimized",
+    "rts.geojson": "application/geo+json",
+    "quicklook.png": "image/png",
+    "scene.json": "application/json",
+}
+"""The products of a site-year run and their content types."""
+
+
+@dataclass(frozen=True)
+class Services:
+    """What processing needs besides storage: the imagery catalogue, the DEM and the model."""
+
+    catalog: Client
+    dem: DemSource
+    model: Model
+    code_version: str = CODE_VERSION
+
+
+@dataclass
+class StageTimes:
+    """Wall time of each stage of one site-year, in seconds."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Time the ``with`` block as stage ``name``."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The record of a site-year run and the wall time of its stages (seconds)."""
+
+    record: SiteYearRecord
+    stage_seconds: dict[str, float]
+
+
+def process_site_year(storage: Storage, job: SiteYearJob, services: Services, *, attempts: int = 1) -> Outcome:
+    """Process one site-year, write its products and record, and return them.
+
+    A summer with no usable scene gets a ``no-scene`` record with the search's reason. Errors
+    propagate (the caller retries the job, then records the failure: :func:`record_failure`).
+    """
+    started = time.perf_counter()
+    times = StageTimes()
+    site = read_site(storage, job.site_id).config
+    grid = site.grid()
+    with times.stage("scene search"):
+        choice: SceneChoice = with_retries(
+            lambda: choose_summer_scene(
+                services.catalog, grid, site.season_bounds(job.year), site.max_cloud_pct, site.min_valid_fraction
+            ),
+            f"scene search for {job.site_id} {job.year}",
+        )
+    if choice.chosen is None:
+        record = SiteYearRecord(
+            site_id=job.site_id,
+            year=job.year,
+            status="no-scene",
+            reason=choice.reason,
+            processed=datetime.now(UTC),
+            code_version=services.code_version,
+            site_area_m2=round(site.area_km2() * 1e6, 1),
+            model_name=services.model.name,
+            model_version=services.model.version,
+            seconds=round(time.perf_counter() - started, 2),
+            attempts=attempts,
+        )
+        write_record(storage, record)
+        prune_runs(storage, job.site_id, job.year, keep_run_id=None)
+        return Outcome(record, times.seconds)
+
+    chosen = choice.chosen
+    with times.stage("stack (bands + slope)"):
+        stack = with_retries(
+            lambda: build_stack(grid, choice, services.dem, meta={"site_id": site.id, "year": job.year}),
+            f"reading the scene of {job.site_id} {job.year}",
+        )
+    with times.stage("inference"):
+        prediction = predict_stack(services.model, stack)
+    with times.stage("objects + carbon"):
+        inside = burn_wgs84([site.geometry_wgs84()], grid)
+        observed = prediction.observed & inside
+        rts = prediction.mask & inside
+        objects = find_objects(rts, prediction.probability, grid)
+        rts_area = total_area_m2(objects)
+        observed_area = float(observed.sum()) * grid.res_m**2
+        carbon = site_carbon(rts_area, max(observed_area, rts_area))
+    run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
+    prefix = results_prefix(site.id, job.year, run_id)
+    with times.stage("products"), tempfile.TemporaryDirectory(prefix="rts-siteyear-") as tmp:
+        folder = Path(tmp)
+        write_prediction(prediction, folder / "probability.tif", folder / "mask.tif")
+        properties = {
+            "site_id": site.id,
+            "year": job.year,
+            "scene_id": chosen.acquisition.id,
+            "model": services.model.version,
+        }
+        (folder / "rts.geojson").write_text(json.dumps(objects_geojson(objects, grid, properties)))
+        write_quicklook(stack, rts, folder / "quicklook.png", title=f"{site.name} {job.year}: {len(objects)} RTS")
+        (folder / "scene.json").write_text(json.dumps(_scene_document(choice), indent=2, default=str))
+        for name, content_type in PRODUCT_TYPES.items():
+            storage.blobs.write_file(RESULTS_CONTAINER, prefix + name, folder / name, content_type=content_type)
+    times.seconds["total"] = time.perf_counter() - started
+    record = SiteYearRecord(
+        site_id=site.id,
+        year=job.year,
+        status="ok",
+        reason=choice.reason,
+        processed=datetime.now(UTC),
+        code_version=services.code_version,
+        scene_id=chosen.acquisition.id,
+        scene_datetime=chosen.acquisition.datetime.isoformat(),
+        processing_baseline=",".join(sorted(set(chosen.acquisition.processing_baselines))),
+        cloud_pct=round(chosen.cloud_pct, 3),
+        valid_fraction=round(float(observed.sum()) / max(int(inside.sum()), 1), 5),
+        site_area_m2=round(float(inside.sum()) * grid.res_m**2, 1),
+        observed_area_m2=round(observed_area, 1),
+        rts_count=len(objects),
+        rts_area_m2=round(rts_area, 1),
+        rts_area_err_m2=round(rts_area * AREA_ERROR_FRACTION, 1),
+        carbon_t_c_per_yr=round(carbon.net_t_c_per_yr, 2),
+        carbon_t_c_err_per_yr=round(carbon.net_t_c_err_per_yr, 2),
+        co2_t_per_yr=round(carbon.net_t_co2_per_yr, 2),
+        co2_t_err_per_yr=round(carbon.net_t_co2_err_per_yr, 2),
+        carbon_factors=json.dumps(carbon.factors.to_dict(), sort_keys=True),
+        model_name=services.model.name,
+        model_version=services.model.version,
+        threshold=prediction.threshold,
+        run_id=run_id,
+        results_prefix=prefix,
+        seconds=round(times.seconds["total"], 2),
+        attempts=attempts,
+    )
+    write_record(storage, record)
+    prune_runs(storage, site.id, job.year, keep_run_id=run_id)
+    log.info("%s %d: %s", site.id, job.year, ", ".join(f"{k} {v:.2f} s" for k, v in times.seconds.items()))
+    return Outcome(record, times.seconds)
+
+
+def _scene_document(choice: SceneChoice) -> dict[str, Any]:
+    """The STAC items used and why they were chosen."""
+    chosen = choice.require()
+    return {
+        "reason": choice.reason,
+        "fallback": choice.fallback,
+        "window": [d.isoformat() for d in choice.window],
+        "assessment": chosen.summary(),
+        "items": [item.to_dict() for item in chosen.acquisition.items],
+    }
+
+
+def record_failure(
+    storage: Storage, job: SiteYearJob, error: str, *, attempts: int, code_version: str = CODE_VERSION
+) -> SiteYearRecord:
+    """Record that a site-year failed for good (after the host's retries).
+
+    A site-year that already has an ``ok`` record keeps it (its products stay valid); the failure is
+    logged and the ``failed`` record is returned without being stored. Otherwise the ``failed``
+    record is written.
+    """
+    record = SiteYearRecord(
+        site_id=job.site_id,
+        year=job.year,
+        status="failed",
+        reason=error[:4000],
+        processed=datetime.now(UTC),
+        code_version=code_version,
+        attempts=attempts,
+    )
+    previous = read_record(storage, job.site_id, job.year)
+    if previous is not None and previous.status == "ok":
+        log.error("%s %d failed again (%s); its earlier ok record stays", job.site_id, job.year, error)
+        return record
+    write_record(storage, record)
+    return record
