@@ -21,14 +21,12 @@ from rtsmonitor.offline.corpus import build_corpus
 from rtsmonitor.offline.paper import build_paper_corpus
 from rtsmonitor.offline.stacserver import serve
 from rtsmonitor.sites import DEFAULT_LABELS_DIR, SiteConfig, load_site_config, paper_sites, validate_paths
-from rtsmonitor.stac import PLANETARY_COMPUTER_STAC_URL, open_catalog
+from rtsmonitor.stac import PLANETARY_COMPUTER_STAC_URL, STAC_URL_ENV, open_catalog
 from rtsmonitor.stack import build_stack, write_stack
 from rtsmonitor.terrain import DemSource, EarthEngineDem, StacDem
 
 log = logging.getLogger("rtsmonitor")
 
-STAC_URL_ENV = "RTS_STAC_URL"
-"""Environment variable naming the STAC API (default: Planetary Computer)."""
 
 
 def default_stac_url() -> str:

@@ -29,7 +29,7 @@ from rtsmonitor.modelstore import current_model, fetch_current_bundle
 from rtsmonitor.records import SiteYearRecord, read_records, records_csv
 from rtsmonitor.registry import Registration, active_sites, list_sites, register_site, site_row_json
 from rtsmonitor.siteyear import Outcome, Services, process_site_year, record_failure
-from rtsmonitor.stac import PLANETARY_COMPUTER_STAC_URL, open_catalog
+from rtsmonitor.stac import PLANETARY_COMPUTER_STAC_URL, STAC_URL_ENV, open_catalog
 from rtsmonitor.storage import Storage, open_storage
 from rtsmonitor.terrain import StacDem
 
@@ -39,8 +39,6 @@ FAILURES_CONTAINER = "failures"
 """Blob container of the last error of each failing site-year (``<site_id>/<year>.json``)."""
 STORAGE_ENV = "RTS_STORAGE"
 """App setting: storage spec (default ``azure:``, the Functions' own ``AzureWebJobsStorage`` account)."""
-STAC_URL_ENV = "RTS_STAC_URL"
-"""App setting: the STAC API (default Planetary Computer)."""
 MODEL_CACHE_ENV = "RTS_MODEL_CACHE"
 """App setting: where downloaded model bundles are kept (default the system temp folder)."""
 CODE_VERSION_ENV = "RTS_CODE_VERSION"

@@ -41,7 +41,7 @@ from rasterio.windows import Window
 from rtsmonitor.errors import ModelError, RtsError
 from rtsmonitor.grid import SiteGrid
 from rtsmonitor.modelstore import ONNX_NAME, read_bundle_meta
-from rtsmonitor.stack import COG_BLOCK_PX, Stack
+from rtsmonitor.stack import COG_BLOCK_PX, Stack, copy_as_cog, dataset_grid
 from rtsmonitor.tiling import Normalisation, valid_mask
 
 DEFAULT_WINDOW_PX: int = 512
@@ -533,37 +533,11 @@ def predict_stack(
 # --- writing ---------------------------------------------------------------------------------------
 
 
-def _grid_of(src: Any) -> SiteGrid:
-    """The :class:`SiteGrid` of an open rasterio dataset (north-up, square pixels, EPSG CRS)."""
-    transform = src.transform
-    epsg = src.crs.to_epsg() if src.crs is not None else None
-    if epsg is None or transform.b != 0 or transform.d != 0 or abs(transform.e) != transform.a:
-        raise RtsError(f"{src.name}: not a north-up grid with square pixels in an EPSG CRS")
-    return SiteGrid(
-        epsg=int(epsg),
-        res_m=float(transform.a),
-        x_min=float(transform.c),
-        y_max=float(transform.f),
-        width=src.width,
-        height=src.height,
-    )
-
-
 def _publish_cog(plain: Path, target: Path, resampling: str) -> None:
     """Convert ``plain`` to a DEFLATE COG beside ``target`` and rename it into place."""
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".cog-") as tmp:
-        cog = Path(tmp) / target.name
-        rasterio.shutil.copy(
-            plain,
-            cog,
-            driver="COG",
-            compress="DEFLATE",
-            predictor="YES",
-            blocksize=COG_BLOCK_PX,
-            overview_resampling=resampling,
-        )
-        os.replace(cog, target)
+        os.replace(copy_as_cog(plain, Path(tmp) / target.name, resampling), target)
 
 
 class _PredictionWriter:
@@ -698,7 +672,7 @@ def predict_file(
         layers = tuple(d or f"band{i}" for i, d in enumerate(src.descriptions, start=1))
         model.check_layers(layers, source=str(stack_path))
         indexes = [layers.index(name) + 1 for name in model.input_layers]
-        grid = _grid_of(src)
+        grid = dataset_grid(src)
 
         def read(row_off: int, col_off: int, height: int, width: int) -> NDArray[np.float32]:
             data = src.read(indexes, window=Window(col_off, row_off, width, height), masked=True)

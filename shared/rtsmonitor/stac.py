@@ -12,6 +12,8 @@ from pystac_client import Client
 
 PLANETARY_COMPUTER_STAC_URL = "https://planetarycomputer.microsoft.com/api/stac/v1"
 """The Microsoft Planetary Computer STAC API (default imagery and DEM source)."""
+STAC_URL_ENV = "RTS_STAC_URL"
+"""Environment variable (and Functions app setting) naming the STAC API; Planetary Computer if unset."""
 
 GDAL_REMOTE_READ_OPTIONS: dict[str, Any] = {
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",

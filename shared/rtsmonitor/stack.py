@@ -19,6 +19,7 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 from numpy.typing import NDArray
+from rasterio.io import DatasetReader
 
 from rtsmonitor.errors import RtsError
 from rtsmonitor.grid import SiteGrid
@@ -111,16 +112,7 @@ def write_stack(stack: Stack, path: Path) -> Path:
             for i, name in enumerate(stack.layers, start=1):
                 dst.set_band_description(i, name)
             dst.update_tags(**{"layers": ",".join(stack.layers)})
-        cog = Path(tmp) / "stack.tif"
-        rasterio.shutil.copy(
-            plain,
-            cog,
-            driver="COG",
-            compress="DEFLATE",
-            predictor="YES",
-            blocksize=COG_BLOCK_PX,
-            overview_resampling="average",
-        )
+        cog = copy_as_cog(plain, Path(tmp) / "stack.tif", "average")
         side = Path(tmp) / "stack.json"
         side.write_text(json.dumps(stack.meta, indent=2, sort_keys=True, default=str))
         os.replace(cog, path)
@@ -128,19 +120,42 @@ def write_stack(stack: Stack, path: Path) -> Path:
     return path
 
 
+def copy_as_cog(plain: Path, cog: Path, overview_resampling: str) -> Path:
+    """Copy the GeoTIFF ``plain`` to ``cog`` as a DEFLATE Cloud-Optimised GeoTIFF; return ``cog``."""
+    rasterio.shutil.copy(
+        plain,
+        cog,
+        driver="COG",
+        compress="DEFLATE",
+        predictor="YES",
+        blocksize=COG_BLOCK_PX,
+        overview_resampling=overview_resampling,
+    )
+    return cog
+
+
+def dataset_grid(src: DatasetReader) -> SiteGrid:
+    """The :class:`SiteGrid` of an open rasterio dataset (north-up, square pixels, EPSG CRS)."""
+    transform = src.transform
+    epsg = src.crs.to_epsg() if src.crs is not None else None
+    if epsg is None or transform.b != 0 or transform.d != 0 or abs(transform.e) != transform.a:
+        raise RtsError(f"{src.name}: not a north-up grid with square pixels in an EPSG CRS")
+    return SiteGrid(
+        epsg=int(epsg),
+        res_m=float(transform.a),
+        x_min=float(transform.c),
+        y_max=float(transform.f),
+        width=src.width,
+        height=src.height,
+    )
+
+
 def read_stack(path: Path) -> Stack:
     """Read a stack COG and its sidecar back (layer names from the band descriptions)."""
     with rasterio.open(path) as src:
         data = src.read().astype(np.float32)
         layers = tuple(d or f"band{i}" for i, d in enumerate(src.descriptions, start=1))
-        grid = SiteGrid(
-            epsg=int(src.crs.to_epsg()),
-            res_m=float(src.transform.a),
-            x_min=float(src.transform.c),
-            y_max=float(src.transform.f),
-            width=src.width,
-            height=src.height,
-        )
+        grid = dataset_grid(src)
     side = sidecar_path(path)
     meta = json.loads(side.read_text()) if side.exists() else {}
     return Stack(data, layers, grid, meta)
