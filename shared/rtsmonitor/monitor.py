@@ -63,7 +63,7 @@ def drain_queue(
         if outcome is not None:
             outcomes.append(outcome)
             r = outcome.record
-            detail = f"{r.rts_count} RTS, {(r.rts_area_m2 or 0) / 1e6:.3f} km2" if r.status == "ok" else r.reason
+            detail = f"{r.rts_count} RTS, {(r.rts_area_m2 or 0) / 1e6:.3f} km2" if r.status == "ok" else r.reason[:100]
             say(f"  {r.site_id} {r.year}: {r.status}, {detail} ({outcome.stage_seconds.get('total', 0.0):.1f} s)")
 
     def poison(message: QueueMessage, error: BaseException) -> None:
