@@ -96,6 +96,34 @@ class SiteGrid:
         outline = box(*self.bounds).segmentize(self.res_m * max(self.width, self.height) / 20)
         return Polygon(shapely.transform(outline, to_wgs84.transform, interleaved=False).exterior)
 
+    def window(self, row_off: int, col_off: int, height: int, width: int) -> SiteGrid:
+        """The part of this grid ``height`` x ``width`` pixels from (``row_off``, ``col_off``): same pixels."""
+        if row_off < 0 or col_off < 0 or height < 1 or width < 1:
+            raise ValueError(f"window ({row_off}, {col_off}, {height}, {width}) is empty or starts before the grid")
+        if row_off + height > self.height or col_off + width > self.width:
+            raise ValueError(f"window ({row_off}, {col_off}, {height}, {width}) leaves the {self.shape} grid")
+        return SiteGrid(
+            self.epsg,
+            self.res_m,
+            self.x_min + col_off * self.res_m,
+            self.y_max - row_off * self.res_m,
+            width,
+            height,
+        )
+
+    def coarsened(self, factor: int) -> SiteGrid:
+        """The grid with pixels ``factor`` times larger, covering at least this grid (same origin)."""
+        if factor < 1:
+            raise ValueError(f"coarsening factor must be at least 1, got {factor}")
+        return SiteGrid(
+            self.epsg,
+            self.res_m * factor,
+            self.x_min,
+            self.y_max,
+            math.ceil(self.width / factor),
+            math.ceil(self.height / factor),
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form (for stack sidecars and model metadata)."""
         return {

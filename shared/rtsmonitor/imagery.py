@@ -395,8 +395,11 @@ class SceneData:
         return float(self.clear.mean())
 
 
-def read_scene(acquisition: Acquisition, grid: SiteGrid) -> SceneData:
+def read_scene(acquisition: Acquisition, grid: SiteGrid, *, require_data: bool = True) -> SceneData:
     """Read B02, B03, B04, B08 and SCL of one pass onto ``grid``, harmonised to reflectance.
+
+    With ``require_data`` (the default), a pass with no data over ``grid`` is a :class:`SceneError`;
+    a window of a site may lie wholly outside the swath, so window reads pass ``False``.
 
     Each band is read through a WarpedVRT sized to the site, so only the COG blocks under the site
     are fetched, never the whole tile. Tiles of one pass are mosaicked (first tile with data wins;
@@ -412,6 +415,6 @@ def read_scene(acquisition: Acquisition, grid: SiteGrid) -> SceneData:
             fill = np.isnan(reflectance[b]) & np.isfinite(band)
             reflectance[b][fill] = band[fill]
     scl = scl_on_grid(acquisition, grid)
-    if not np.isfinite(reflectance).any():
+    if require_data and not np.isfinite(reflectance).any():
         raise SceneError(f"scene {acquisition.id} has no data over the site grid")
     return SceneData(reflectance=reflectance, scl=scl, grid=grid, acquisition=acquisition)

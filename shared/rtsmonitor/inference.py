@@ -679,12 +679,44 @@ def predict_file(
             window: NDArray[np.float32] = np.ma.filled(data.astype(np.float32), np.nan)
             return window
 
-        writer = _PredictionWriter(grid, probability_path, mask_path, model.threshold, model.summary())
-        with writer:
-            for strip in iter_prediction_strips(
-                model, read, grid.shape, window_px=window_px, overlap_px=overlap_px, batch_windows=batch_windows
-            ):
-                writer.write(strip)
-                if progress is not None:
-                    progress(writer.rows_written, grid.height)
+        return predict_to_files(
+            model,
+            read,
+            grid,
+            probability_path,
+            mask_path,
+            window_px=window_px,
+            overlap_px=overlap_px,
+            batch_windows=batch_windows,
+            progress=progress,
+        )
+
+
+def predict_to_files(
+    model: Model,
+    read: Reader,
+    grid: SiteGrid,
+    probability_path: Path,
+    mask_path: Path,
+    *,
+    window_px: int = DEFAULT_WINDOW_PX,
+    overlap_px: int = DEFAULT_OVERLAP_PX,
+    batch_windows: int = DEFAULT_BATCH_WINDOWS,
+    progress: Progress | None = None,
+) -> PredictionSummary:
+    """Predict the raster that ``read`` returns strip by strip, writing the probability and mask COGs.
+
+    ``read`` gives the model's input layers for a window of ``grid`` (see :data:`Reader`): a stack
+    file (:func:`predict_file`) or the remote scene itself, so that no stage ever holds the whole
+    site. Memory is O(width x ``window_px``).
+    """
+    check_windows(window_px, overlap_px, model.input_multiple_px)
+    writer = _PredictionWriter(grid, probability_path, mask_path, model.threshold, model.summary())
+    with writer:
+        for strip in iter_prediction_strips(
+            model, read, grid.shape, window_px=window_px, overlap_px=overlap_px, batch_windows=batch_windows
+        ):
+            writer.write(strip)
+            if progress is not None:
+                progress(writer.rows_written, grid.height)
     return writer.summary()

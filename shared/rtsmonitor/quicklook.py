@@ -11,12 +11,14 @@ import math
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 
 from rtsmonitor.errors import RtsError
+from rtsmonitor.grid import SiteGrid
 from rtsmonitor.stack import Stack
 
 RGB_LAYERS: tuple[str, str, str] = ("red", "green", "blue")
@@ -38,6 +40,73 @@ TITLE_STRIP_PX = 22
 """Height in pixels of the white strip above the image that holds the title and the legend."""
 TITLE_FONT_PX = 14
 """Font size of the title and the legend in pixels."""
+QUICKLOOK_MAX_PX = 1024
+"""Longest side of a quick-look image in pixels (a 100 km^2 site at 10 m is 1000 px: full resolution)."""
+
+
+class QuicklookCanvas:
+    """A site's reduced true-colour image and RTS mask, filled strip by strip as the site is processed.
+
+    The site-year pipeline never holds a whole site; it hands each strip it reads (:meth:`add_rgb`,
+    strips may overlap) and each finished mask strip (:meth:`add_rts`) to the canvas, which keeps
+    only block sums on the reduced grid (``factor`` x ``factor`` pixels per image pixel, as
+    :func:`write_quicklook` would reduce them). :meth:`stack` and :attr:`rts` then feed
+    :func:`write_quicklook`.
+    """
+
+    def __init__(self, grid: SiteGrid, max_px: int = QUICKLOOK_MAX_PX) -> None:
+        if max_px < 1:
+            raise RtsError(f"quick-look max_px must be at least 1, got {max_px}")
+        self.grid = grid
+        self.factor = max(1, math.ceil(max(grid.shape) / max_px))
+        self.coarse = grid.coarsened(self.factor)
+        self._sum = np.zeros((len(RGB_LAYERS), *self.coarse.shape), dtype=np.float64)
+        self._count = np.zeros((len(RGB_LAYERS), *self.coarse.shape), dtype=np.int64)
+        self._rgb_rows = 0
+        self.rts = np.zeros(self.coarse.shape, dtype=bool)
+
+    def add_rgb(self, row_off: int, rgb: NDArray[np.float32]) -> None:
+        """Add [3, h, W] reflectance (red, green, blue; NaN unobserved) of grid rows from ``row_off``.
+
+        Rows added before (where strips overlap) are skipped.
+        """
+        start = max(self._rgb_rows - row_off, 0)
+        if start >= rgb.shape[1]:
+            return
+        data = rgb[:, start:]
+        finite = np.isfinite(data)
+        rows = self._block_rows(row_off + start, data.shape[1])
+        sums = self._block_sum(np.where(finite, data, 0.0), rows)
+        counts = self._block_sum(finite.astype(np.int64), rows)
+        index = np.unique(rows)
+        self._sum[:, index] += sums
+        self._count[:, index] += counts
+        self._rgb_rows = row_off + rgb.shape[1]
+
+    def add_rts(self, row_off: int, rts: NDArray[np.bool_]) -> None:
+        """Add [h, W] RTS pixels of grid rows ``row_off``..: an image pixel is RTS if any of its block is."""
+        rows = self._block_rows(row_off, rts.shape[0])
+        blocks = self._block_sum(rts[None].astype(np.int64), rows)[0] > 0
+        self.rts[np.unique(rows)] |= blocks
+
+    def stack(self) -> Stack:
+        """The reduced image as a stack of :data:`RGB_LAYERS` (block means; NaN where a block has none)."""
+        means = np.divide(self._sum, self._count, out=np.full(self._sum.shape, np.nan), where=self._count > 0)
+        return Stack(means.astype(np.float32), RGB_LAYERS, self.coarse)
+
+    def _block_rows(self, row_off: int, height: int) -> NDArray[np.intp]:
+        return np.arange(row_off, row_off + height) // self.factor
+
+    def _block_sum(self, data: NDArray[Any], rows: NDArray[np.intp]) -> NDArray[Any]:
+        """[C, h, W] summed over ``factor`` columns and over the rows of each image row in ``rows``."""
+        channels, height, width = data.shape
+        pad = self.coarse.width * self.factor - width
+        if pad:
+            data = np.pad(data, ((0, 0), (0, 0), (0, pad)))
+        by_column = data.reshape(channels, height, self.coarse.width, self.factor).sum(axis=3)
+        starts = np.flatnonzero(np.diff(rows, prepend=-1))
+        summed: NDArray[Any] = np.add.reduceat(by_column, starts, axis=1)
+        return summed
 
 
 def write_quicklook(

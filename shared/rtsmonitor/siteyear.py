@@ -20,16 +20,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import rasterio
+from numpy.typing import NDArray
 from pystac_client import Client
 
 from rtsmonitor import __version__
 from rtsmonitor.carbon import AREA_ERROR_FRACTION, site_carbon
-from rtsmonitor.grid import burn_wgs84
-from rtsmonitor.imagery import SceneChoice, choose_summer_scene
-from rtsmonitor.inference import Model, predict_stack, write_prediction
+from rtsmonitor.grid import SiteGrid, burn_wgs84
+from rtsmonitor.imagery import SceneChoice, choose_summer_scene, read_scene
+from rtsmonitor.inference import MASK_RTS, MASK_UNOBSERVED, Model, Reader, predict_to_files
 from rtsmonitor.jobs import SiteYearJob
 from rtsmonitor.objects import find_objects, objects_geojson, total_area_m2
-from rtsmonitor.quicklook import write_quicklook
+from rtsmonitor.quicklook import RGB_LAYERS, QuicklookCanvas, write_quicklook
 from rtsmonitor.records import (
     RESULTS_CONTAINER,
     SiteYearRecord,
@@ -40,9 +43,10 @@ from rtsmonitor.records import (
 )
 from rtsmonitor.registry import read_site
 from rtsmonitor.retry import with_retries
-from rtsmonitor.stack import build_stack
+from rtsmonitor.stack import make_stack
 from rtsmonitor.storage import Storage
-from rtsmonitor.terrain import DemSource
+from rtsmonitor.terrain import DemSource, slope_on_grid
+from rtsmonitor.tiling import select_layers
 
 log = logging.getLogger(__name__)
 
@@ -129,37 +133,39 @@ def process_site_year(storage: Storage, job: SiteYearJob, services: Services, *,
         return Outcome(record, times.seconds)
 
     chosen = choice.chosen
-    with times.stage("stack (bands + slope)"):
-        stack = with_retries(
-            lambda: build_stack(grid, choice, services.dem, meta={"site_id": site.id, "year": job.year}),
-            f"reading the scene of {job.site_id} {job.year}",
-        )
-    with times.stage("inference"):
-        prediction = predict_stack(services.model, stack)
-    with times.stage("objects + carbon"):
-        inside = burn_wgs84([site.geometry_wgs84()], grid)
-        observed = prediction.observed & inside
-        rts = prediction.mask & inside
-        objects = find_objects(rts, prediction.probability, grid)
-        rts_area = total_area_m2(objects)
-        observed_area = float(observed.sum()) * grid.res_m**2
-        carbon = site_carbon(rts_area, max(observed_area, rts_area))
+    canvas = QuicklookCanvas(grid)
+    read = scene_reader(grid, choice, services.dem, services.model.input_layers, canvas, times)
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
     prefix = results_prefix(site.id, job.year, run_id)
-    with times.stage("products"), tempfile.TemporaryDirectory(prefix="rts-siteyear-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="rts-siteyear-") as tmp:
         folder = Path(tmp)
-        write_prediction(prediction, folder / "probability.tif", folder / "mask.tif")
-        properties = {
-            "site_id": site.id,
-            "year": job.year,
-            "scene_id": chosen.acquisition.id,
-            "model": services.model.version,
-        }
-        (folder / "rts.geojson").write_text(json.dumps(objects_geojson(objects, grid, properties)))
-        write_quicklook(stack, rts, folder / "quicklook.png", title=f"{site.name} {job.year}: {len(objects)} RTS")
-        (folder / "scene.json").write_text(json.dumps(_scene_document(choice), indent=2, default=str))
-        for name, content_type in PRODUCT_TYPES.items():
-            storage.blobs.write_file(RESULTS_CONTAINER, prefix + name, folder / name, content_type=content_type)
+        with times.stage("inference"):
+            predict_to_files(services.model, read, grid, folder / "probability.tif", folder / "mask.tif")
+        times.seconds["inference"] -= times.seconds[READ_STAGE]  # reads happen inside the prediction loop
+        with times.stage("objects + carbon"):
+            inside = None if site.geometry is None else burn_wgs84([site.geometry_wgs84()], grid)
+            rts, observed_px, site_px = _read_mask(folder / "mask.tif", inside)
+            with rasterio.open(folder / "probability.tif") as src:
+                objects = find_objects(rts, src.read(1), grid) if rts.any() else []
+            rts_area = total_area_m2(objects)
+            observed_area = observed_px * grid.res_m**2
+            carbon = site_carbon(rts_area, max(observed_area, rts_area))
+        with times.stage("products"):
+            canvas.add_rts(0, rts)
+            del rts
+            properties = {
+                "site_id": site.id,
+                "year": job.year,
+                "scene_id": chosen.acquisition.id,
+                "model": services.model.version,
+            }
+            (folder / "rts.geojson").write_text(json.dumps(objects_geojson(objects, grid, properties)))
+            title = f"{site.name} {job.year}: {len(objects)} RTS"
+            write_quicklook(canvas.stack(), canvas.rts, folder / "quicklook.png", title=title)
+            (folder / "scene.json").write_text(json.dumps(_scene_document(choice), indent=2, default=str))
+        with times.stage("upload"):
+            for name, content_type in PRODUCT_TYPES.items():
+                storage.blobs.write_file(RESULTS_CONTAINER, prefix + name, folder / name, content_type=content_type)
     times.seconds["total"] = time.perf_counter() - started
     record = SiteYearRecord(
         site_id=site.id,
@@ -172,8 +178,8 @@ def process_site_year(storage: Storage, job: SiteYearJob, services: Services, *,
         scene_datetime=chosen.acquisition.datetime.isoformat(),
         processing_baseline=",".join(sorted(set(chosen.acquisition.processing_baselines))),
         cloud_pct=round(chosen.cloud_pct, 3),
-        valid_fraction=round(float(observed.sum()) / max(int(inside.sum()), 1), 5),
-        site_area_m2=round(float(inside.sum()) * grid.res_m**2, 1),
+        valid_fraction=round(observed_px / max(site_px, 1), 5),
+        site_area_m2=round(site_px * grid.res_m**2, 1),
         observed_area_m2=round(observed_area, 1),
         rts_count=len(objects),
         rts_area_m2=round(rts_area, 1),
@@ -185,7 +191,7 @@ def process_site_year(storage: Storage, job: SiteYearJob, services: Services, *,
         carbon_factors=json.dumps(carbon.factors.to_dict(), sort_keys=True),
         model_name=services.model.name,
         model_version=services.model.version,
-        threshold=prediction.threshold,
+        threshold=services.model.threshold,
         run_id=run_id,
         results_prefix=prefix,
         seconds=round(times.seconds["total"], 2),
@@ -195,6 +201,49 @@ def process_site_year(storage: Storage, job: SiteYearJob, services: Services, *,
     prune_runs(storage, site.id, job.year, keep_run_id=run_id)
     log.info("%s %d: %s", site.id, job.year, ", ".join(f"{k} {v:.2f} s" for k, v in times.seconds.items()))
     return Outcome(record, times.seconds)
+
+
+READ_STAGE = "read bands + slope"
+"""Stage name of the scene and DEM reads (they happen strip by strip inside the inference loop)."""
+
+
+def scene_reader(
+    grid: SiteGrid,
+    choice: SceneChoice,
+    dem: DemSource,
+    layers: tuple[str, ...],
+    canvas: QuicklookCanvas,
+    times: StageTimes,
+) -> Reader:
+    """A :data:`~rtsmonitor.inference.Reader` that reads the chosen scene and the slope for each window.
+
+    Each window of the site grid is read from the remote COGs on its own (bands, SCL and the DEM
+    with its margin), so no stage holds the whole site; transient read errors are retried per
+    window. The window's colour layers also go to the quick-look ``canvas``.
+    """
+    acquisition = choice.require().acquisition
+
+    def read(row_off: int, col_off: int, height: int, width: int) -> NDArray[np.float32]:
+        part = grid.window(row_off, col_off, height, width)
+        with times.stage(READ_STAGE):
+            stack = with_retries(
+                lambda: make_stack(read_scene(acquisition, part, require_data=False), slope_on_grid(dem, part)),
+                f"reading rows {row_off}..{row_off + height} of {acquisition.id}",
+            )
+        canvas.add_rgb(row_off, select_layers(stack, RGB_LAYERS))
+        return select_layers(stack, layers)
+
+    return read
+
+
+def _read_mask(path: Path, inside: NDArray[np.bool_] | None) -> tuple[NDArray[np.bool_], int, int]:
+    """RTS pixels inside the site, and the counts of observed and of all pixels inside it, from ``mask.tif``."""
+    with rasterio.open(path) as src:
+        mask = src.read(1)
+    if inside is None:
+        return mask == MASK_RTS, int(np.count_nonzero(mask != MASK_UNOBSERVED)), mask.size
+    observed_px = int(np.count_nonzero((mask != MASK_UNOBSERVED) & inside))
+    return (mask == MASK_RTS) & inside, observed_px, int(np.count_nonzero(inside))
 
 
 def _scene_document(choice: SceneChoice) -> dict[str, Any]:

@@ -61,3 +61,20 @@ def test_dict_round_trip() -> None:
 def test_empty_bounds_are_refused() -> None:
     with pytest.raises(ValueError, match="empty bounds"):
         grid_for_bounds(32609, (10.0, 10.0, 10.0, 20.0))
+
+
+def test_window_and_coarsened_grids_keep_the_pixels_in_place() -> None:
+    grid = SiteGrid(32609, 10.0, 500000.0, 7700000.0, 1000, 800)
+    part = grid.window(100, 30, 50, 70)
+    assert part.shape == (50, 70)
+    assert part.transform * (0, 0) == grid.transform * (30, 100)
+    assert part.transform * (70, 50) == grid.transform * (100, 150)
+    with pytest.raises(ValueError, match="leaves"):
+        grid.window(790, 0, 20, 10)
+    with pytest.raises(ValueError, match="empty"):
+        grid.window(0, 0, 0, 10)
+    coarse = grid.coarsened(3)
+    assert coarse.shape == (267, 334) and coarse.res_m == 30.0
+    assert coarse.transform * (0, 0) == grid.transform * (0, 0)
+    x_max, y_min = coarse.bounds[2], coarse.bounds[1]
+    assert x_max >= grid.bounds[2] and y_min <= grid.bounds[1]  # covers the whole grid

@@ -11,7 +11,7 @@ from PIL import Image
 
 from rtsmonitor.errors import RtsError
 from rtsmonitor.grid import SiteGrid
-from rtsmonitor.quicklook import RTS_RGB, TITLE_STRIP_PX, UNOBSERVED_RGB, write_quicklook
+from rtsmonitor.quicklook import RGB_LAYERS, RTS_RGB, TITLE_STRIP_PX, UNOBSERVED_RGB, QuicklookCanvas, write_quicklook
 from rtsmonitor.stack import INPUT_LAYERS, Stack
 
 HEIGHT, WIDTH = 200, 300
@@ -124,3 +124,21 @@ def test_mask_of_another_shape_is_refused(tmp_path: Path) -> None:
     with pytest.raises(RtsError, match=r"\(10, 10\).*\(200, 300\)"):
         write_quicklook(make_stack(), np.zeros((10, 10), dtype=bool), tmp_path / "q.png")
     assert not (tmp_path / "q.png").exists()
+
+
+@pytest.mark.parametrize(("height", "width", "max_px"), [(300, 200, 1024), (301, 257, 64), (130, 97, 40)])
+def test_canvas_filled_by_overlapping_strips_equals_the_whole_image(
+    tmp_path: Path, height: int, width: int, max_px: int
+) -> None:
+    stack = make_stack(height, width)
+    mask = rts_mask(height, width)
+    canvas = QuicklookCanvas(stack.grid, max_px)
+    rgb = np.stack([stack.layer(name) for name in RGB_LAYERS])
+    for row in range(0, height, 48):  # strips of 64 rows overlapping by 16, as the reader hands them over
+        canvas.add_rgb(row, rgb[:, row : row + 64])
+    for row in range(0, height, 50):
+        canvas.add_rts(row, mask[row : row + 50])
+    whole = write_quicklook(stack, mask, tmp_path / "whole.png", max_px=max_px)
+    strips = write_quicklook(canvas.stack(), canvas.rts, tmp_path / "strips.png", max_px=max_px)
+    assert canvas.stack().grid.shape == (-(-height // canvas.factor), -(-width // canvas.factor))
+    np.testing.assert_array_equal(read_rgb(strips), read_rgb(whole))
