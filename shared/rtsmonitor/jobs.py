@@ -30,6 +30,9 @@ MAX_DEQUEUE_COUNT = 5
 """Deliveries of a job before it is poison (the Functions host default; ``host.json`` sets it)."""
 RETRY_DELAY_S = 120
 """Seconds a failed job stays invisible before its next delivery (``host.json`` visibilityTimeout)."""
+LEASE_S = 1800
+"""Seconds a delivered job stays hidden from other workers while it runs: the ``host.json``
+functionTimeout (30 min), after which the host gives up on a job anyway."""
 
 
 class JobError(RtsError):
@@ -104,16 +107,18 @@ def run_queue(
     retry_delay_s: int = RETRY_DELAY_S,
     queue: str = SITE_YEARS_QUEUE,
     idle_wait_s: float = 0.5,
+    lease_s: int = LEASE_S,
 ) -> QueueRun:
     """Deliver the queue's messages to ``handle`` one by one until it is empty, as the Functions host would.
 
-    A message whose handling raises becomes visible again after ``retry_delay_s``; at its
-    ``max_dequeue_count``-th failed delivery it moves to ``<queue>-poison`` and ``on_poison`` records it.
-    The run ends when no message is visible or waiting for a retry.
+    A delivered message is hidden from other workers for ``lease_s``. One whose handling raises is
+    released to become visible again after ``retry_delay_s``; at its ``max_dequeue_count``-th failed
+    delivery it moves to ``<queue>-poison`` and ``on_poison`` records it. The run ends when the
+    queue is empty (no message visible, running elsewhere or waiting for a retry).
     """
     run = QueueRun()
     while True:
-        messages = storage.queues.receive(queue, 1, visibility_timeout_s=max(retry_delay_s, 1))
+        messages = storage.queues.receive(queue, 1, visibility_timeout_s=lease_s)
         if not messages:
             if storage.queues.peek_count(queue) == 0:
                 break
@@ -130,6 +135,8 @@ def run_queue(
                 storage.queues.delete(queue, message)
                 on_poison(message, exc)
                 run.poisoned.append(message.content)
+            else:
+                storage.queues.release(queue, message, retry_delay_s)
             continue
         storage.queues.delete(queue, message)
         run.succeeded.append(message.content)

@@ -428,3 +428,23 @@ def test_missing_azurite_fails_with_install_hint(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(azurite, "AZURITE_BIN", tmp_path / "node_modules" / ".bin" / "azurite")
     with pytest.raises(azurite.AzuriteError, match="npm ci"), azurite.running_azurite(tmp_path / "data"):
         pass
+
+
+def test_queue_release_redelivers_after_its_delay(storage: Storage) -> None:
+    storage.queues.send("site-years", "job")
+    (first,) = storage.queues.receive("site-years", visibility_timeout_s=600)
+    storage.queues.release("site-years", first, 0)  # retry now
+    (second,) = storage.queues.receive("site-years", visibility_timeout_s=600)
+    assert second.content == "job" and second.dequeue_count == 2
+    with pytest.raises(StorageError, match="pop receipt"):
+        storage.queues.release("site-years", first, 0)  # a stale copy cannot release it
+    storage.queues.release("site-years", second, 2)
+    assert storage.queues.receive("site-years") == []  # hidden for the delay
+    time.sleep(2.5)
+    (third,) = storage.queues.receive("site-years")
+    assert third.dequeue_count == 3
+    with pytest.raises(StorageError, match="release delay"):
+        storage.queues.release("site-years", third, -1)
+    storage.queues.delete("site-years", third)
+    with pytest.raises(NotFoundError):
+        storage.queues.release("site-years", third, 0)

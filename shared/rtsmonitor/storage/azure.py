@@ -39,6 +39,7 @@ from rtsmonitor.storage.base import (
     check_keys,
     check_message,
     check_receive_args,
+    check_release_delay,
     check_table_name,
     entity_sort_key,
     normalize_entity,
@@ -323,6 +324,21 @@ class AzureQueueStore(QueueStore):
                         f"{where}: pop receipt mismatch: the message was received again after this copy"
                     ) from exc
                 raise  # ResourceNotFoundError (already deleted) becomes NotFoundError
+
+    def release(self, queue: str, message: QueueMessage, visibility_timeout_s: int = 0) -> None:
+        """Make a received message visible again after a delay (see ``QueueStore.release``)."""
+        check_release_delay(queue, visibility_timeout_s)
+        client = self._client(queue)
+        where = f"queue {queue!r}, message {message.id!r}"
+        with _azure_errors(f"release {where}"):
+            try:
+                client.update_message(message.id, message.pop_receipt, visibility_timeout=visibility_timeout_s)
+            except HttpResponseError as exc:
+                if getattr(exc, "error_code", None) == "PopReceiptMismatch":
+                    raise StorageError(
+                        f"{where}: pop receipt mismatch: the message was received again after this copy"
+                    ) from exc
+                raise
 
     def peek_count(self, queue: str) -> int:
         """Return the approximate number of messages in the queue, hidden ones included."""

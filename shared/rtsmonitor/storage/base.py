@@ -240,6 +240,14 @@ def check_receive_args(queue: str, max_messages: int, visibility_timeout_s: int)
         )
 
 
+def check_release_delay(queue: str, visibility_timeout_s: int) -> None:
+    """Check the delay of ``QueueStore.release``: 0 s to 7 days; :class:`StorageError` otherwise."""
+    if not 0 <= visibility_timeout_s <= MAX_VISIBILITY_TIMEOUT_S:
+        raise StorageError(
+            f"queue {queue!r}: a release delay must be 0-{MAX_VISIBILITY_TIMEOUT_S} s, got {visibility_timeout_s}"
+        )
+
+
 @dataclass(frozen=True)
 class QueueMessage:
     """A message received from a queue.
@@ -404,6 +412,21 @@ class QueueStore(ABC):
         ------
         NotFoundError
             If the message is gone (already deleted).
+        StorageError
+            If the message was delivered again since, so ``message.pop_receipt`` is stale.
+        """
+
+    @abstractmethod
+    def release(self, queue: str, message: QueueMessage, visibility_timeout_s: int = 0) -> None:
+        """Give a received message back: it becomes visible again after ``visibility_timeout_s``.
+
+        This is how a failed delivery is retried later (Azure: Update Message). ``message.pop_receipt``
+        is stale afterwards.
+
+        Raises
+        ------
+        NotFoundError
+            If the message is gone (deleted).
         StorageError
             If the message was delivered again since, so ``message.pop_receipt`` is stale.
         """

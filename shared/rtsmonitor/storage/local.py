@@ -45,6 +45,7 @@ from rtsmonitor.storage.base import (
     check_keys,
     check_message,
     check_receive_args,
+    check_release_delay,
     check_table_name,
     normalize_entity,
 )
@@ -445,6 +446,24 @@ class LocalQueueStore(QueueStore):
             if found[1] != message.pop_receipt:
                 raise StorageError(f"{where}: pop receipt mismatch: the message was received again after this copy")
             connection.execute("DELETE FROM messages WHERE seq = ?", (found[0],))
+
+    def release(self, queue: str, message: QueueMessage, visibility_timeout_s: int = 0) -> None:
+        """Make a received message visible again after a delay (see ``QueueStore.release``)."""
+        check_container_name(queue, "queue")
+        check_release_delay(queue, visibility_timeout_s)
+        where = f"queue {queue!r}, message {message.id!r}"
+        with self._db.connect(f"release {where}") as connection, _transaction(connection):
+            found = connection.execute(
+                "SELECT seq, pop_receipt FROM messages WHERE queue = ? AND id = ?", (queue, message.id)
+            ).fetchone()
+            if found is None:
+                raise NotFoundError(f"{where} not found (already deleted?)")
+            if found[1] != message.pop_receipt:
+                raise StorageError(f"{where}: pop receipt mismatch: the message was received again after this copy")
+            connection.execute(
+                "UPDATE messages SET visible_at = ?, pop_receipt = ? WHERE seq = ?",
+                (time.time() + visibility_timeout_s, uuid.uuid4().hex, found[0]),
+            )
 
     def peek_count(self, queue: str) -> int:
         """Return the number of messages in the queue, hidden ones included."""
