@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything the project needs, from nothing: a Python venv with the package and its dev
-# tools (pinned in pyproject.toml), and Azurite from npm (pinned in package-lock.json).
+# tools (pinned in pyproject.toml), Azurite from npm (pinned in package-lock.json), and the
+# infrastructure check tools in their own venvs (scripts/setup_tools.sh).
 # Idempotent: a second run only checks that everything is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,4 +31,6 @@ if [ ! -x node_modules/.bin/azurite ]; then
     echo "setup: installing Azurite (npm ci)"
     npm ci --no-audit --no-fund --loglevel=error
 fi
-echo "setup: ready (.venv, node_modules/.bin/azurite)"
+echo "setup: infrastructure check tools (terraform fmt, checkov, python-hcl2, check-jsonschema) in .tools/"
+bash scripts/setup_tools.sh
+echo "setup: ready (.venv, node_modules/.bin/azurite, .tools/)"
