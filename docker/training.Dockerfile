@@ -21,6 +21,12 @@ RUN pip install --no-cache-dir ".[${TRAIN_EXTRA}]" \
     && useradd --create-home --uid 10001 rts \
     && mkdir -p /work && chown rts /work
 
+# The code version (images workflow: "<git tag>+<commit sha>"), declared after the slow layers.
+ARG RTS_CODE_VERSION=unknown
+ENV RTS_CODE_VERSION=${RTS_CODE_VERSION}
+LABEL org.opencontainers.image.version="${RTS_CODE_VERSION}"
+
 USER 10001
 WORKDIR /work
+# checkov:skip=CKV_DOCKER_2: a batch job (Container Apps Job) with no server to probe; its exit code is its health
 ENTRYPOINT ["python", "-m", "rtstrain.pipeline"]

@@ -59,8 +59,15 @@ resource "azurerm_role_assignment" "functions_telemetry" {
 }
 
 # --- the training job ----------------------------------------------------------------------------
-# It only publishes a bundle (models/<name>/<version>/ and models/current.json): write access to
-# the models container, nothing else in the account.
+# It reads the label files (the labels container) and publishes a bundle (models/<name>/<version>/
+# and models/current.json): read access to labels, write access to models, nothing else.
+
+resource "azurerm_role_assignment" "training_labels" {
+  scope                = azurerm_storage_container.this["labels"].id
+  role_definition_name = "Storage Blob Data Reader"
+  principal_id         = azurerm_user_assigned_identity.training.principal_id
+  principal_type       = "ServicePrincipal"
+}
 
 resource "azurerm_role_assignment" "training_models" {
   scope                = azurerm_storage_container.this["models"].id

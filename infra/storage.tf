@@ -10,8 +10,8 @@
 
 locals {
   # The names the code uses; tests/infra/test_terraform.py checks them against the constants in
-  # rtsmonitor.registry, .records, .modelstore, .handlers and .jobs.
-  blob_containers = ["sites", "sites-errors", "results", "models", "failures"]
+  # rtsmonitor.registry, .records, .modelstore, .handlers and .jobs, and rtstrain.pipeline (labels).
+  blob_containers = ["sites", "sites-errors", "results", "models", "failures", "labels"]
   tables          = ["sites", "rtsrecords"]
   queues          = ["site-years", "site-years-poison"]
 }

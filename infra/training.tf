@@ -89,6 +89,7 @@ resource "azurerm_container_app_job" "training" {
 
   depends_on = [
     azurerm_role_assignment.training_acr_pull,
+    azurerm_role_assignment.training_labels,
     azurerm_role_assignment.training_models,
   ]
 }

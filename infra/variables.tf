@@ -237,13 +237,13 @@ variable "training_model_name" {
 }
 
 variable "training_labels_dir" {
-  description = "Folder inside the training container holding the label files named as labels:NAME in the site configs: RTS_LABELS_DIR."
+  description = "Where the training job finds the label files named as labels:NAME in the site configs (RTS_LABELS_DIR): blob:CONTAINER (the default: upload them to the labels container) or an absolute folder inside the container."
   type        = string
-  default     = "/app/labels"
+  default     = "blob:labels"
 
   validation {
-    condition     = startswith(var.training_labels_dir, "/")
-    error_message = "training_labels_dir must be an absolute path inside the container."
+    condition     = startswith(var.training_labels_dir, "/") || var.training_labels_dir == "blob:labels"
+    error_message = "training_labels_dir must be blob:labels (the container this deployment creates) or an absolute path inside the container."
   }
 }
 

@@ -28,7 +28,6 @@ from rtsmonitor.terrain import DemSource, EarthEngineDem, StacDem
 log = logging.getLogger("rtsmonitor")
 
 
-
 def default_stac_url() -> str:
     """The STAC API from ``RTS_STAC_URL``, else Planetary Computer."""
     return os.environ.get(STAC_URL_ENV, PLANETARY_COMPUTER_STAC_URL)

@@ -31,6 +31,7 @@ from rtsmonitor.jobs import POISON_QUEUE, SITE_YEARS_QUEUE
 from rtsmonitor.modelstore import MODELS_CONTAINER
 from rtsmonitor.records import RECORDS_TABLE, RESULTS_CONTAINER
 from rtsmonitor.registry import SITE_ERRORS_CONTAINER, SITES_CONTAINER, SITES_TABLE
+from rtstrain.pipeline import LABELS_CONTAINER
 
 REPO = Path(__file__).resolve().parents[2]
 INFRA = REPO / "infra"
@@ -320,6 +321,7 @@ def test_every_container_table_and_queue_the_code_uses_is_created(terraform: Ter
         RESULTS_CONTAINER,
         MODELS_CONTAINER,
         handlers.FAILURES_CONTAINER,
+        LABELS_CONTAINER,
     }
     assert containers <= terraform.names("azurerm_storage_container")
     assert {SITES_TABLE, RECORDS_TABLE} <= terraform.names("azurerm_storage_table")
@@ -414,8 +416,13 @@ def test_function_identity_has_exactly_the_roles_it_needs(terraform: Terraform) 
 
 def test_training_identity_can_publish_models_and_pull(terraform: Terraform, training_job: dict[str, Any]) -> None:
     models = f'${{azurerm_storage_container.this["{MODELS_CONTAINER}"].id}}'
+    labels = f'${{azurerm_storage_container.this["{LABELS_CONTAINER}"].id}}'
     roles = terraform.roles_of(TRAINING_ID)
-    assert roles == {("Storage Blob Data Contributor", models), ("AcrPull", _ref(REGISTRY, "id"))}
+    assert roles == {
+        ("Storage Blob Data Contributor", models),
+        ("Storage Blob Data Reader", labels),
+        ("AcrPull", _ref(REGISTRY, "id")),
+    }
     (identity,) = _blocks(training_job["identity"])
     assert identity["identity_ids"] == [_ref(TRAINING_ID, "id")]
     (registry,) = _blocks(training_job["registry"])

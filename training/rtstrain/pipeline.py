@@ -5,7 +5,9 @@ The entry point of the training container (an Azure Container Apps Job). Setting
 ``RTS_STAC_URL``
     STAC API with ``sentinel-2-l2a`` and ``cop-dem-glo-30`` (default: Planetary Computer).
 ``RTS_LABELS_DIR``
-    folder holding the label files the site configs name as ``labels:NAME`` (required).
+    folder holding the label files the site configs name as ``labels:NAME`` (required), or
+    ``blob:CONTAINER`` to download them first from that blob container of ``RTS_STORE``
+    (Terraform sets ``blob:labels``: upload the label files to the ``labels`` container).
 ``RTS_SITES``
     comma-separated paper-site ids or site-config paths (default: the six paper sites).
 ``RTS_WORK_DIR``
@@ -40,13 +42,18 @@ from rtstrain.train import PRESETS
 
 log = logging.getLogger(__name__)
 
+BLOB_LABELS_PREFIX = "blob:"
+"""``RTS_LABELS_DIR`` of the form ``blob:CONTAINER``: the label files are blobs of ``RTS_STORE``."""
+LABELS_CONTAINER = "labels"
+"""The blob container the deployed training job reads its label files from (``blob:labels``)."""
+
 
 @dataclass(frozen=True)
 class JobSettings:
     """The job's settings, read once from the environment."""
 
     stac_url: str
-    labels_dir: Path
+    labels: str
     sites: list[SiteConfig]
     work_dir: Path
     preset: str
@@ -61,7 +68,9 @@ class JobSettings:
         problems = []
         labels = env.get("RTS_LABELS_DIR", "")
         if not labels:
-            problems.append(("RTS_LABELS_DIR", "is required: the folder with the label files"))
+            problems.append(("RTS_LABELS_DIR", "is required: the folder with the label files, or blob:CONTAINER"))
+        elif labels.startswith(BLOB_LABELS_PREFIX) and not labels.removeprefix(BLOB_LABELS_PREFIX):
+            problems.append(("RTS_LABELS_DIR", f"{labels!r} names no container: use blob:CONTAINER"))
         preset = env.get("RTS_PRESET", "paper")
         if preset not in PRESETS:
             problems.append(("RTS_PRESET", f"{preset!r} is not one of {sorted(PRESETS)}"))
@@ -81,7 +90,7 @@ class JobSettings:
             raise ConfigError("training job environment", problems)
         return cls(
             stac_url=env.get("RTS_STAC_URL", PLANETARY_COMPUTER_STAC_URL),
-            labels_dir=Path(labels),
+            labels=labels,
             sites=sites or paper_sites(),
             work_dir=Path(env.get("RTS_WORK_DIR", "/work")),
             preset=preset,
@@ -92,13 +101,31 @@ class JobSettings:
         )
 
 
+def fetch_labels(settings: JobSettings) -> Path:
+    """The folder with the label files: ``RTS_LABELS_DIR``, or the blobs it names downloaded into the work dir."""
+    if not settings.labels.startswith(BLOB_LABELS_PREFIX):
+        return Path(settings.labels)
+    container = settings.labels.removeprefix(BLOB_LABELS_PREFIX)
+    storage = open_storage(settings.store)
+    target = settings.work_dir / "labels"
+    names = storage.blobs.list(container)
+    if not names:
+        raise ConfigError("training job environment", [("RTS_LABELS_DIR", f"blob container {container!r} is empty")])
+    for name in names:
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        storage.blobs.read_to_file(container, name, target / name)
+    log.info("downloaded %d label files from blob container %s", len(names), container)
+    return target
+
+
 def run_job(settings: JobSettings) -> PublishedModel:
     """Build the dataset, evaluate (primary + leave-one-site-out), export the primary model, publish it."""
     dataset_dir = settings.work_dir / "dataset"
     eval_dir = settings.work_dir / "evaluation"
     bundle_dir = settings.work_dir / "bundle"
+    labels_dir = fetch_labels(settings)
     log.info("building the dataset of %d sites from %s", len(settings.sites), settings.stac_url)
-    build_dataset(settings.sites, settings.stac_url, dataset_dir, settings.labels_dir)
+    build_dataset(settings.sites, settings.stac_url, dataset_dir, labels_dir)
     config = PRESETS[settings.preset]
     report = evaluate(dataset_dir, eval_dir, config, loso_sites=None if settings.loso else [])
     primary = report["primary"]
