@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from azurite import AzuriteError, running_azurite
+from rtsmonitor.offline.azurite import AzuriteError, running_azurite
 from rtsmonitor.storage import Storage
 
 # --- Azurite (the Azure Storage emulator) -------------------------------------------------------

@@ -16,6 +16,7 @@ from typing import Any, TypeAlias
 import numpy as np
 import rasterio.features
 import shapely
+from affine import Affine
 from numpy.typing import NDArray
 from pyproj import CRS, Transformer
 from scipy import ndimage
@@ -133,52 +134,44 @@ def find_objects(
     labels, count = ndimage.label(mask, structure=_STRUCTURE)  # numbered in row-major scan order
     if count == 0:
         return []
-    pixels = np.bincount(labels.ravel(), minlength=count + 1)
     pixel_area = grid.res_m**2
-    keep = pixels * pixel_area >= min_area_m2
-    keep[0] = False
-    kept_old = np.flatnonzero(keep)
-    if kept_old.size == 0:
-        return []
-    lut = np.zeros(count + 1, dtype=np.int32)
-    lut[kept_old] = np.arange(1, kept_old.size + 1, dtype=np.int32)
-    relabelled = lut[labels]
-
-    if probability is None:
-        means = np.full(kept_old.size, np.nan)
-        maxima = np.full(kept_old.size, np.nan)
-    else:
-        prob = np.asarray(probability, dtype=np.float64)
-        sums = np.bincount(relabelled.ravel(), weights=prob.ravel(), minlength=kept_old.size + 1)[1:]
-        means = sums / pixels[kept_old]
-        index = np.arange(1, kept_old.size + 1)
-        maxima = np.asarray(ndimage.maximum(prob, labels=relabelled, index=index), dtype=np.float64)
-
-    # 4-connected polygons never join at a corner, so every part is a valid polygon; the parts of one
-    # 8-connected object are gathered into a MultiPolygon below.
-    parts: dict[int, list[Polygon]] = {}
-    for geom, value in rasterio.features.shapes(
-        relabelled, mask=relabelled > 0, connectivity=4, transform=grid.transform
-    ):
-        parts.setdefault(int(value), []).append(shape(geom))
-
     to_wgs84 = Transformer.from_crs(CRS.from_epsg(grid.epsg), CRS.from_epsg(4326), always_xy=True)
     objects: list[RtsObject] = []
-    for new_id in range(1, kept_old.size + 1):
-        polys = parts[new_id]
+    # Object by object within its bounding box, so memory beyond the label raster stays small
+    # however large the site (no relabelled or float64 copy of the whole site).
+    for label, box in enumerate(ndimage.find_objects(labels), start=1):
+        if box is None:
+            continue
+        inside = labels[box] == label
+        n = int(np.count_nonzero(inside))
+        if n * pixel_area < min_area_m2:
+            continue
+        if probability is None:
+            mean, peak = math.nan, math.nan
+        else:
+            values = np.asarray(probability[box][inside], dtype=np.float64)
+            mean, peak = float(values.mean()), float(values.max())
+        # 4-connected polygons never join at a corner, so every part is a valid polygon; the parts
+        # of one 8-connected object are gathered into a MultiPolygon.
+        transform = grid.transform * Affine.translation(box[1].start, box[0].start)
+        polys = [
+            shape(geom)
+            for geom, _ in rasterio.features.shapes(
+                inside.astype(np.uint8), mask=inside, connectivity=4, transform=transform
+            )
+        ]
         geometry: Geometry = polys[0] if len(polys) == 1 else MultiPolygon(polys)
         centroid = geometry.centroid
         lon, lat = to_wgs84.transform(centroid.x, centroid.y)
-        n = int(pixels[kept_old[new_id - 1]])
         objects.append(
             RtsObject(
-                id=new_id,
+                id=len(objects) + 1,
                 geometry=geometry,
                 area_m2=n * pixel_area,
                 perimeter_m=float(geometry.length),
                 pixels=n,
-                mean_probability=float(means[new_id - 1]),
-                max_probability=float(maxima[new_id - 1]),
+                mean_probability=mean,
+                max_probability=peak,
                 centroid_lonlat=(float(lon), float(lat)),
             )
         )

@@ -23,12 +23,12 @@ import pytest
 from azure.functions.queue import QueueMessage as FuncQueueMessage
 from azure.functions.timer import TimerRequest
 
-from azurite import running_azurite
 from rtsmonitor import handlers
 from rtsmonitor.demo import demo_slumps
 from rtsmonitor.jobs import POISON_QUEUE, SITE_YEARS_QUEUE, SiteYearJob, run_queue
 from rtsmonitor.modelstore import DEMO_BUNDLE, publish_model
 from rtsmonitor.objects import find_objects, total_area_m2
+from rtsmonitor.offline.azurite import running_azurite
 from rtsmonitor.offline.corpus import CorpusSummary, build_corpus
 from rtsmonitor.offline.stacserver import LocalStacServer
 from rtsmonitor.records import RECORDS_TABLE, RESULTS_CONTAINER, read_record, read_records

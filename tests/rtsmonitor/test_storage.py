@@ -423,7 +423,7 @@ def test_bad_connection_string_does_not_leak_it() -> None:
 
 
 def test_missing_azurite_fails_with_install_hint(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import azurite
+    from rtsmonitor.offline import azurite
 
     monkeypatch.setattr(azurite, "AZURITE_BIN", tmp_path / "node_modules" / ".bin" / "azurite")
     with pytest.raises(azurite.AzuriteError, match="npm ci"), azurite.running_azurite(tmp_path / "data"):

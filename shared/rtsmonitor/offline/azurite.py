@@ -1,16 +1,18 @@
-"""Start and stop Azurite, the Azure Storage emulator, for tests (``npm ci`` installs it)."""
+"""Start and stop Azurite, the Azure Storage emulator (``npm ci`` installs it), for tests and benchmarks."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-AZURITE_BIN = REPO_ROOT / "node_modules" / ".bin" / "azurite"
+REPO_ROOT = Path(__file__).resolve().parents[3]
+AZURITE_BIN = Path(os.environ.get("RTS_AZURITE_BIN") or REPO_ROOT / "node_modules" / ".bin" / "azurite")
+"""The Azurite launcher: ``$RTS_AZURITE_BIN``, else ``node_modules/.bin/azurite`` of this checkout."""
 
 # Azurite's well-known development account (public, documented by Microsoft; not a secret).
 ACCOUNT_NAME = "devstoreaccount1"
