@@ -43,6 +43,7 @@ from rtsmonitor.records import (
 )
 from rtsmonitor.registry import read_site
 from rtsmonitor.retry import with_retries
+from rtsmonitor.stac import read_env
 from rtsmonitor.stack import make_stack
 from rtsmonitor.storage import Storage
 from rtsmonitor.terrain import DemSource, slope_on_grid
@@ -137,7 +138,7 @@ def process_site_year(storage: Storage, job: SiteYearJob, services: Services, *,
     read = scene_reader(grid, choice, services.dem, services.model.input_layers, canvas, times)
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
     prefix = results_prefix(site.id, job.year, run_id)
-    with tempfile.TemporaryDirectory(prefix="rts-siteyear-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="rts-siteyear-") as tmp, read_env():  # GDAL cache capped
         folder = Path(tmp)
         with times.stage("inference"):
             predict_to_files(services.model, read, grid, folder / "probability.tif", folder / "mask.tif")
