@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -395,6 +396,22 @@ class SceneData:
         return float(self.clear.mean())
 
 
+READ_THREADS = 5
+"""Concurrent reads of one pass: its four 10 m bands and SCL at once (HTTP latency overlaps)."""
+
+
+def _read_band(acquisition: Acquisition, asset: str, grid: SiteGrid) -> NDArray[np.float32]:
+    """One band of a pass on ``grid`` as harmonised reflectance, its tiles mosaicked (first with data wins)."""
+    reflectance = np.full(grid.shape, np.nan, dtype=np.float32)
+    for item, href in acquisition.hrefs(asset):
+        same_crs = item.properties.get("proj:epsg") == grid.epsg
+        dn = warp_to_grid([href], grid, Resampling.nearest if same_crs else Resampling.bilinear)
+        band = harmonise(dn, str(item.properties.get("s2:processing_baseline", "")))
+        fill = np.isnan(reflectance) & np.isfinite(band)
+        reflectance[fill] = band[fill]
+    return reflectance
+
+
 def read_scene(acquisition: Acquisition, grid: SiteGrid, *, require_data: bool = True) -> SceneData:
     """Read B02, B03, B04, B08 and SCL of one pass onto ``grid``, harmonised to reflectance.
 
@@ -405,16 +422,12 @@ def read_scene(acquisition: Acquisition, grid: SiteGrid, *, require_data: bool =
     are fetched, never the whole tile. Tiles of one pass are mosaicked (first tile with data wins;
     the same pass gives the same values in tile overlaps). 10 m bands are resampled nearest when the
     tile's CRS is the grid's (the pixels coincide, values pass unchanged) and bilinear otherwise.
+    The bands and SCL are read concurrently (:data:`READ_THREADS`).
     """
-    reflectance = np.full((len(SPECTRAL_ASSETS), *grid.shape), np.nan, dtype=np.float32)
-    for b, asset in enumerate(SPECTRAL_ASSETS):
-        for item, href in acquisition.hrefs(asset):
-            same_crs = item.properties.get("proj:epsg") == grid.epsg
-            dn = warp_to_grid([href], grid, Resampling.nearest if same_crs else Resampling.bilinear)
-            band = harmonise(dn, str(item.properties.get("s2:processing_baseline", "")))
-            fill = np.isnan(reflectance[b]) & np.isfinite(band)
-            reflectance[b][fill] = band[fill]
-    scl = scl_on_grid(acquisition, grid)
+    with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:  # GDAL reads release the GIL
+        scl_read = pool.submit(scl_on_grid, acquisition, grid)
+        reflectance = np.stack(list(pool.map(lambda asset: _read_band(acquisition, asset, grid), SPECTRAL_ASSETS)))
+        scl = scl_read.result()
     if require_data and not np.isfinite(reflectance).any():
         raise SceneError(f"scene {acquisition.id} has no data over the site grid")
     return SceneData(reflectance=reflectance, scl=scl, grid=grid, acquisition=acquisition)

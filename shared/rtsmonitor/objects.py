@@ -9,7 +9,7 @@ them as an RFC 7946 GeoJSON FeatureCollection in WGS84.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -81,8 +81,13 @@ class RtsObject:
     centroid_lonlat: tuple[float, float]
 
 
+ProbabilityWindow = Callable[[slice, slice], NDArray[np.floating[Any]]]
+"""``read(rows, cols)``: the probability of a window of the grid (e.g. read from ``probability.tif``),
+so that a large site's probabilities need not be in memory at once."""
+
+
 def _check_inputs(
-    mask: NDArray[Any], probability: NDArray[Any] | None, grid: SiteGrid, min_area_m2: float
+    mask: NDArray[Any], probability: NDArray[Any] | ProbabilityWindow | None, grid: SiteGrid, min_area_m2: float
 ) -> NDArray[np.bool_]:
     """The mask as booleans, after checking shapes, dtypes and the minimum area."""
     mask = np.asarray(mask)
@@ -90,7 +95,7 @@ def _check_inputs(
         raise RtsError(f"mask shape {mask.shape} does not match the grid shape {grid.shape} (height, width)")
     if not (mask.dtype == np.bool_ or np.issubdtype(mask.dtype, np.integer)):
         raise RtsError(f"mask must be boolean (or 0/1 integers), got dtype {mask.dtype}: threshold probabilities first")
-    if probability is not None:
+    if probability is not None and not callable(probability):
         probability = np.asarray(probability)
         if probability.shape != grid.shape:
             raise RtsError(
@@ -105,7 +110,7 @@ def _check_inputs(
 
 def find_objects(
     mask: NDArray[np.bool_],
-    probability: NDArray[np.floating[Any]] | None,
+    probability: NDArray[np.floating[Any]] | ProbabilityWindow | None,
     grid: SiteGrid,
     *,
     min_area_m2: float = DEFAULT_MIN_AREA_M2,
@@ -115,8 +120,9 @@ def find_objects(
     Parameters
     ----------
     mask : (height, width) booleans on ``grid``, True = RTS.
-    probability : (height, width) RTS probability on ``grid``, or None (then the probability
-        statistics are NaN). NaN inside an object propagates to its statistics.
+    probability : (height, width) RTS probability on ``grid``, a :data:`ProbabilityWindow` that
+        reads it window by window, or None (then the probability statistics are NaN). NaN inside
+        an object propagates to its statistics.
     grid : the grid of the mask.
     min_area_m2 : minimum mapping unit; smaller components are dropped (area >= unit is kept).
 
@@ -149,7 +155,8 @@ def find_objects(
         if probability is None:
             mean, peak = math.nan, math.nan
         else:
-            values = np.asarray(probability[box][inside], dtype=np.float64)
+            window = probability(*box) if callable(probability) else probability[box]
+            values = np.asarray(window[inside], dtype=np.float64)
             mean, peak = float(values.mean()), float(values.max())
         # 4-connected polygons never join at a corner, so every part is a valid polygon; the parts
         # of one 8-connected object are gathered into a MultiPolygon.

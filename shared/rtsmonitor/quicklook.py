@@ -44,6 +44,10 @@ QUICKLOOK_MAX_PX = 1024
 """Longest side of a quick-look image in pixels (a 100 km^2 site at 10 m is 1000 px: full resolution)."""
 
 
+BLOCK_ROWS = 1024
+"""Rows of a whole-site RTS mask reduced at once by :meth:`QuicklookCanvas.add_rts` (bounds its copies)."""
+
+
 class QuicklookCanvas:
     """A site's reduced true-colour image and RTS mask, filled strip by strip as the site is processed.
 
@@ -84,10 +88,20 @@ class QuicklookCanvas:
         self._rgb_rows = row_off + rgb.shape[1]
 
     def add_rts(self, row_off: int, rts: NDArray[np.bool_]) -> None:
-        """Add [h, W] RTS pixels of grid rows ``row_off``..: an image pixel is RTS if any of its block is."""
-        rows = self._block_rows(row_off, rts.shape[0])
-        blocks = self._block_sum(rts[None].astype(np.int64), rows)[0] > 0
-        self.rts[np.unique(rows)] |= blocks
+        """Add [h, W] RTS pixels of grid rows ``row_off``..: an image pixel is RTS if any of its block is.
+
+        Works through ``rts`` a few rows at a time, in booleans, so a whole site's mask can be given.
+        """
+        step = BLOCK_ROWS - BLOCK_ROWS % self.factor or self.factor
+        for start in range(0, rts.shape[0], step):
+            part = rts[start : start + step]
+            rows = self._block_rows(row_off + start, part.shape[0])
+            pad = self.coarse.width * self.factor - part.shape[1]
+            if pad:
+                part = np.pad(part, ((0, 0), (0, pad)))
+            by_column = part.reshape(part.shape[0], self.coarse.width, self.factor).any(axis=2)
+            starts = np.flatnonzero(np.diff(rows, prepend=-1))
+            self.rts[np.unique(rows)] |= np.logical_or.reduceat(by_column, starts, axis=0)
 
     def stack(self) -> Stack:
         """The reduced image as a stack of :data:`RGB_LAYERS` (block means; NaN where a block has none)."""

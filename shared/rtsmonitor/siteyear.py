@@ -24,6 +24,7 @@ import numpy as np
 import rasterio
 from numpy.typing import NDArray
 from pystac_client import Client
+from rasterio.windows import Window
 
 from rtsmonitor import __version__
 from rtsmonitor.carbon import AREA_ERROR_FRACTION, site_carbon
@@ -147,7 +148,12 @@ def process_site_year(storage: Storage, job: SiteYearJob, services: Services, *,
             inside = None if site.geometry is None else burn_wgs84([site.geometry_wgs84()], grid)
             rts, observed_px, site_px = _read_mask(folder / "mask.tif", inside)
             with rasterio.open(folder / "probability.tif") as src:
-                objects = find_objects(rts, src.read(1), grid) if rts.any() else []
+
+                def probability(rows: slice, cols: slice) -> NDArray[np.float32]:
+                    window: NDArray[np.float32] = src.read(1, window=Window.from_slices(rows, cols))
+                    return window
+
+                objects = find_objects(rts, probability, grid) if rts.any() else []
             rts_area = total_area_m2(objects)
             observed_area = observed_px * grid.res_m**2
             carbon = site_carbon(rts_area, max(observed_area, rts_area))

@@ -136,6 +136,15 @@ def test_probability_statistics_are_per_object() -> None:
     assert first.max_probability == pytest.approx(0.8, abs=1e-6)
     assert second.mean_probability == pytest.approx(0.725, abs=1e-6)
     assert second.max_probability == pytest.approx(0.95, abs=1e-6)
+    windows: list[tuple[slice, slice]] = []
+
+    def read(rows: slice, cols: slice) -> np.ndarray:
+        windows.append((rows, cols))
+        return prob[rows, cols]
+
+    # read window by window (as from probability.tif): the same statistics, only each object's box read
+    assert find_objects(mask, read, GRID) == [first, second]
+    assert windows == [(slice(0, 10), slice(0, 10)), (slice(20, 30), slice(20, 30))]
 
 
 def test_centroid_is_in_wgs84() -> None:

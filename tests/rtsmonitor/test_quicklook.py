@@ -142,3 +142,21 @@ def test_canvas_filled_by_overlapping_strips_equals_the_whole_image(
     strips = write_quicklook(canvas.stack(), canvas.rts, tmp_path / "strips.png", max_px=max_px)
     assert canvas.stack().grid.shape == (-(-height // canvas.factor), -(-width // canvas.factor))
     np.testing.assert_array_equal(read_rgb(strips), read_rgb(whole))
+
+
+def test_canvas_reduces_a_whole_site_mask_in_row_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    import rtsmonitor.quicklook as quicklook
+
+    stack = make_stack(301, 257)
+    mask = np.zeros((301, 257), dtype=bool)
+    mask[[0, 17, 150, 299, 300], [3, 100, 256, 0, 128]] = True
+    whole = QuicklookCanvas(stack.grid, 64)
+    whole.add_rts(0, mask)
+    monkeypatch.setattr(quicklook, "BLOCK_ROWS", 7)  # many row blocks, not a multiple of the factor
+    blocks = QuicklookCanvas(stack.grid, 64)
+    blocks.add_rts(0, mask)
+    np.testing.assert_array_equal(blocks.rts, whole.rts)
+    rows, cols = np.nonzero(mask)
+    expected = np.zeros_like(whole.rts)
+    expected[rows // whole.factor, cols // whole.factor] = True
+    np.testing.assert_array_equal(whole.rts, expected)
