@@ -313,7 +313,7 @@ def carbon(rts_area_km2: float, site_area_km2: float, area_error_pct: float, as_
     "--out", type=click.Path(path_type=Path), help="Output folder (default rts-output/predictions/SITE/YEAR)."
 )
 @click.option("--threads", type=click.IntRange(min=1), help="onnxruntime threads (default: cores, at most 4).")
-@click.option("--window-px", type=click.IntRange(min=1), help="Sliding-window edge in pixels (default 544).")
+@click.option("--window-px", type=click.IntRange(min=1), help="Sliding-window edge in pixels (default 512).")
 @click.option(
     "--overlap-px", type=click.IntRange(min=0), help="Overlap of neighbouring windows in pixels (default 64)."
 )

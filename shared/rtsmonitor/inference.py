@@ -44,15 +44,15 @@ from rtsmonitor.modelstore import ONNX_NAME, read_bundle_meta
 from rtsmonitor.stack import COG_BLOCK_PX, Stack, copy_as_cog, dataset_grid
 from rtsmonitor.tiling import Normalisation, valid_mask
 
-DEFAULT_WINDOW_PX: int = 544
-"""Edge of a sliding window in pixels (5.44 km at 10 m); a multiple of 32, so inner windows need no
+DEFAULT_WINDOW_PX: int = 512
+"""Edge of a sliding window in pixels (5.12 km at 10 m); a multiple of 32, so inner windows need no
 padding. The U-Net's theoretical receptive field spans a few hundred pixels (five poolings), so
 small windows lose context: on seeded synthetic tundra, 256 px windows differed from one whole
-300 px window by 0.0006 on average (max 0.34), 128 px windows by 0.003 (max 0.97). 544 rather
-than 512: a 100 km^2 site (1000 px, the paper's sites) then takes 2 x 2 windows with the 64 px
-overlap instead of 3 x 3, half the pixels through the model: 1.7-1.9x faster at the same peak RSS
-(bench/inference_engines.py, paper-size and demo U-Nets). One window's activations stay in the
-tens of MB; one 1024 px window was only a little faster again at twice the memory."""
+300 px window by 0.0006 on average (max 0.34), 128 px windows by 0.003 (max 0.97). 544 px would
+put a 100 km^2 (1000 px) site into 2 x 2 windows instead of 3 x 3 and run 1.7-1.9x faster
+(bench/inference_engines.py), but it changed the demo model's RTS areas by 1-6 % in the offline
+demo and took one Horton 01 summer from +13 % to +19 % of the synthetic truth, beyond the +-15 %
+the records state: the window stays at 512 until a model is evaluated with the tiling it runs with."""
 
 DEFAULT_OVERLAP_PX: int = 64
 """Overlap of neighbouring windows in pixels: the width of the blending ramp. The outermost
