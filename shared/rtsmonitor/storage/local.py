@@ -438,14 +438,8 @@ class LocalQueueStore(QueueStore):
         check_container_name(queue, "queue")
         where = f"queue {queue!r}, message {message.id!r}"
         with self._db.connect(f"delete from {where}") as connection, _transaction(connection):
-            found = connection.execute(
-                "SELECT seq, pop_receipt FROM messages WHERE queue = ? AND id = ?", (queue, message.id)
-            ).fetchone()
-            if found is None:
-                raise NotFoundError(f"{where} not found (already deleted?)")
-            if found[1] != message.pop_receipt:
-                raise StorageError(f"{where}: pop receipt mismatch: the message was received again after this copy")
-            connection.execute("DELETE FROM messages WHERE seq = ?", (found[0],))
+            seq = _held_message(connection, queue, message, where)
+            connection.execute("DELETE FROM messages WHERE seq = ?", (seq,))
 
     def release(self, queue: str, message: QueueMessage, visibility_timeout_s: int = 0) -> None:
         """Make a received message visible again after a delay (see ``QueueStore.release``)."""
@@ -453,16 +447,10 @@ class LocalQueueStore(QueueStore):
         check_release_delay(queue, visibility_timeout_s)
         where = f"queue {queue!r}, message {message.id!r}"
         with self._db.connect(f"release {where}") as connection, _transaction(connection):
-            found = connection.execute(
-                "SELECT seq, pop_receipt FROM messages WHERE queue = ? AND id = ?", (queue, message.id)
-            ).fetchone()
-            if found is None:
-                raise NotFoundError(f"{where} not found (already deleted?)")
-            if found[1] != message.pop_receipt:
-                raise StorageError(f"{where}: pop receipt mismatch: the message was received again after this copy")
+            seq = _held_message(connection, queue, message, where)
             connection.execute(
                 "UPDATE messages SET visible_at = ?, pop_receipt = ? WHERE seq = ?",
-                (time.time() + visibility_timeout_s, uuid.uuid4().hex, found[0]),
+                (time.time() + visibility_timeout_s, uuid.uuid4().hex, seq),
             )
 
     def peek_count(self, queue: str) -> int:
@@ -471,6 +459,18 @@ class LocalQueueStore(QueueStore):
         with self._db.connect(f"count queue {queue!r}") as connection:
             (count,) = connection.execute("SELECT COUNT(*) FROM messages WHERE queue = ?", (queue,)).fetchone()
         return int(count)
+
+
+def _held_message(connection: sqlite3.Connection, queue: str, message: QueueMessage, where: str) -> int:
+    """The row (``seq``) of a received message whose pop receipt is still current, inside a transaction."""
+    found = connection.execute(
+        "SELECT seq, pop_receipt FROM messages WHERE queue = ? AND id = ?", (queue, message.id)
+    ).fetchone()
+    if found is None:
+        raise NotFoundError(f"{where} not found (already deleted?)")
+    if found[1] != message.pop_receipt:
+        raise StorageError(f"{where}: pop receipt mismatch: the message was received again after this copy")
+    return int(found[0])
 
 
 @dataclass(frozen=True, init=False)
