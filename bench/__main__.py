@@ -6,7 +6,8 @@ The benchmarks (each also runs on its own, ``python bench/<name>.py``):
   U-Nets): time, start-up, peak RSS, GFLOP/s against numpy's float32 GEMM in the same run;
 - ``site_scaling``: one site-year end to end for 10 to 10,000 km^2, stage by stage, peak RSS;
 - ``queue_throughput``: site-years per minute of 1, 2 and 4 queue workers against Azurite;
-- ``training_throughput``: tiles/s and epoch time of the paper configuration on CPU.
+- ``training_throughput``: tiles/s and epoch time of the paper configuration on CPU;
+- ``quantisation``: int8 (static QDQ and dynamic) demo U-Net against float32: time and pixel F1.
 
 Numbers are medians of the runs each benchmark makes; ratios come from one run. No timing is
 asserted anywhere: these print what the machine did.
@@ -26,7 +27,7 @@ if __package__ in (None, ""):
 
 from bench.common import Row, print_table
 
-BENCHMARKS = ("inference_engines", "site_scaling", "queue_throughput", "training_throughput")
+BENCHMARKS = ("inference_engines", "site_scaling", "queue_throughput", "training_throughput", "quantisation")
 
 
 def machine() -> str:
