@@ -22,7 +22,7 @@ import azure.functions as func
 from rtsmonitor import handlers
 from rtsmonitor.errors import NotFoundError, RtsError
 from rtsmonitor.jobs import POISON_QUEUE, SITE_YEARS_QUEUE
-from rtsmonitor.registry import SITES_CONTAINER
+from rtsmonitor.registry import MAX_CONFIG_BYTES, SITES_CONTAINER
 from rtsmonitor.siteyear import Services
 from rtsmonitor.storage import Storage
 
@@ -56,7 +56,7 @@ def services() -> Services:
 def register_site(blob: func.InputStream) -> None:
     """A site config was uploaded: register it or record why not (never raises on bad content)."""
     name = (blob.name or "").removeprefix(f"{SITES_CONTAINER}/")
-    handlers.on_site_blob(storage(), name, blob.read())
+    handlers.on_site_blob(storage(), name, blob.read(MAX_CONFIG_BYTES + 1))  # never more than the cap
 
 
 @app.timer_trigger(arg_name="timer", schedule=f"%{SCHEDULE_SETTING}%", run_on_startup=False, use_monitor=True)
@@ -111,6 +111,8 @@ def get_site(req: func.HttpRequest) -> func.HttpResponse:
         return _json(handlers.sites_json(storage(), req.route_params["site_id"])[0])
     except NotFoundError as exc:
         return _error(404, str(exc))
+    except RtsError as exc:  # a malformed site id, refused before storage is touched
+        return _error(400, str(exc))
 
 
 @app.route(route="records", methods=["GET"])

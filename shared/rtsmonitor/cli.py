@@ -243,7 +243,7 @@ def monitor(
     Against Planetary Computer and an Azure storage account this is the production job, run by hand.
     """
     from rtsmonitor.handlers import LiveServices
-    from rtsmonitor.jobs import SITE_YEARS_QUEUE, enqueue, yearly_jobs
+    from rtsmonitor.jobs import POISON_QUEUE, SITE_YEARS_QUEUE, enqueue, yearly_jobs
     from rtsmonitor.modelstore import current_model, publish_model
     from rtsmonitor.monitor import drain_queue, export_products, upload_configs
     from rtsmonitor.registry import active_sites
@@ -274,6 +274,11 @@ def monitor(
     if records:
         click.echo(summary_table(records))
     click.echo(f"records: {exported.records_csv}; chart: {exported.chart}; report: {exported.report}")
+    if drained.queue.poisoned:
+        raise click.ClickException(
+            f"{len(drained.queue.poisoned)} site-year(s) failed after every retry (their records say why; "
+            f"the messages are in {POISON_QUEUE})"
+        )
 
 
 @main.command()

@@ -16,6 +16,7 @@ import datetime as dt
 import json
 import logging
 import os
+import re
 import traceback
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -28,6 +29,7 @@ from rtsmonitor.jobs import POISON_QUEUE, JobError, SiteYearJob, enqueue, yearly
 from rtsmonitor.modelstore import current_model, fetch_current_bundle
 from rtsmonitor.records import SiteYearRecord, read_records, records_csv
 from rtsmonitor.registry import Registration, active_sites, list_sites, register_site, site_row_json
+from rtsmonitor.sites import SITE_ID_PATTERN
 from rtsmonitor.siteyear import Outcome, Services, process_site_year, record_failure
 from rtsmonitor.stac import PLANETARY_COMPUTER_STAC_URL, STAC_URL_ENV, open_catalog
 from rtsmonitor.storage import Storage, open_storage
@@ -164,8 +166,20 @@ def on_poison(storage: Storage, content: str, dequeue_count: int) -> SiteYearRec
     return record
 
 
+def check_site_id(site_id: str) -> str:
+    """``site_id`` if it is well-formed (:data:`~rtsmonitor.sites.SITE_ID_PATTERN`); else :class:`RtsError`.
+
+    HTTP requests are checked with it before they touch storage.
+    """
+    if not re.fullmatch(SITE_ID_PATTERN, site_id):
+        raise RtsError(f"{site_id[:80]!r} is not a site id: 1-63 lowercase letters, digits and hyphens")
+    return site_id
+
+
 def sites_json(storage: Storage, site_id: str | None = None) -> list[dict[str, object]]:
     """The sites table as JSON rows (one site if ``site_id``; :class:`NotFoundError` if unknown)."""
+    if site_id is not None:
+        check_site_id(site_id)
     rows = [site_row_json(row) for row in list_sites(storage)]
     if site_id is None:
         return rows
@@ -179,6 +193,8 @@ def records_body(storage: Storage, site_id: str | None, fmt: Literal["json", "cs
     """The records (of one site if given) as (body, MIME type) in ``fmt``."""
     if fmt not in ("json", "csv"):
         raise RtsError(f"format {fmt!r} is not one of json, csv")
+    if site_id is not None:
+        check_site_id(site_id)
     records = read_records(storage, site_id)
     if fmt == "csv":
         return records_csv(records), "text/csv"

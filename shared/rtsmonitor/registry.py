@@ -32,6 +32,9 @@ SITES_TABLE = "sites"
 """Table of registered sites (PartitionKey :data:`SITES_PARTITION`, RowKey = site id)."""
 SITES_PARTITION = "site"
 CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
+MAX_CONFIG_BYTES = 1024 * 1024
+"""Largest config blob accepted, in bytes (1 MiB: room for a detailed outline of a 2,500 km^2 site;
+a config is a few KB). Larger uploads are rejected without being parsed."""
 
 SiteStatus = Literal["active", "inactive", "invalid"]
 
@@ -110,10 +113,14 @@ def register_site(
     now = datetime.now(UTC)
     config: SiteConfig | None = None
     problems: list[tuple[str, str]] = []
-    try:
-        config = parse_site_config(data, f"{SITES_CONTAINER}/{blob_name}", limits=limits, today=today)
-    except ConfigError as exc:
-        problems = list(exc.problems)
+    if len(data) > MAX_CONFIG_BYTES:
+        too_big = f"{len(data)} bytes or more is larger than the {MAX_CONFIG_BYTES} byte limit of a config"
+        problems = [(FILE_FIELD, too_big)]
+    else:
+        try:
+            config = parse_site_config(data, f"{SITES_CONTAINER}/{blob_name}", limits=limits, today=today)
+        except ConfigError as exc:
+            problems = list(exc.problems)
     problems += _name_problems(blob_name, config)
     key = blob_key(blob_name)
     existing = _get_row(storage, key)

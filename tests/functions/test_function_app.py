@@ -356,6 +356,7 @@ BAD_CONFIGS: dict[str, tuple[str, bytes, str]] = {
     ),
     "unknown-field": ("extra.json", json.dumps(site_config("extra", colour="red")).encode(), "colour"),
     "id-not-blob-name": ("other.json", json.dumps(site_config("another")).encode(), "id"),
+    "oversized-file": ("bulky.json", b'{"id": "bulky", "pad": "' + b"x" * (2 << 20) + b'"}', "byte limit"),
 }
 
 
@@ -446,3 +447,7 @@ def test_http_endpoints_serve_sites_and_records(app_env: App) -> None:
     assert any(line.startswith(f"{SITE},2019,no-scene") for line in lines[1:])
     bad = fa.get_records(func.HttpRequest("GET", "/x", params={"format": "xml"}, body=b""))
     assert bad.status_code == 400 and "xml" in bad.get_body().decode()
+    for site_id in ("../x", "UPPER", "a" * 70, "x'; DROP"):  # refused before storage is touched
+        for function in (fa.get_site, fa.get_site_records):
+            response = function(func.HttpRequest("GET", "/x", route_params={"site_id": site_id}, body=b""))
+            assert response.status_code == 400 and "is not a site id" in response.get_body().decode()

@@ -18,7 +18,7 @@ from rtsmonitor import jobs, monitor
 from rtsmonitor.cli import main
 from rtsmonitor.demo import demo_config
 from rtsmonitor.errors import ModelError
-from rtsmonitor.jobs import POISON_QUEUE, SITE_YEARS_QUEUE
+from rtsmonitor.jobs import POISON_QUEUE, SITE_YEARS_QUEUE, SiteYearJob
 from rtsmonitor.modelstore import DEMO_BUNDLE
 from rtsmonitor.offline.corpus import build_corpus
 from rtsmonitor.offline.stacserver import LocalStacServer
@@ -149,3 +149,15 @@ def test_monitor_without_a_model_stops_before_processing(env: Env, tmp_path: Pat
     storage = LocalStorage(tmp_path / "store")
     assert storage.queues.peek_count(SITE_YEARS_QUEUE) == 1  # the job waits for a model
     assert read_records(storage) == []
+
+
+def test_monitor_exits_1_when_a_site_year_fails_for_good(env: Env, tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "store")
+    storage.queues.send(SITE_YEARS_QUEUE, SiteYearJob("ghost", YEAR).to_message())  # no such site
+    result = run_monitor(env, tmp_path, config_file(tmp_path), "--model", str(DEMO_BUNDLE))
+    assert result.exit_code == 1
+    assert "1 site-year(s) failed after every retry" in result.output
+    records = {r.site_id: r for r in read_records(storage)}
+    assert records[SITE].status == "ok"  # the other site-year is processed and exported
+    assert records["ghost"].status == "failed" and "ghost" in records["ghost"].reason
+    assert storage.queues.peek_count(POISON_QUEUE) == 1
