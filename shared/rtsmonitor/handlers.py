@@ -16,7 +16,6 @@ import datetime as dt
 import json
 import logging
 import os
-import re
 import traceback
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -27,10 +26,10 @@ from rtsmonitor.errors import NotFoundError, RtsError
 from rtsmonitor.inference import Model
 from rtsmonitor.jobs import POISON_QUEUE, JobError, SiteYearJob, enqueue, yearly_jobs
 from rtsmonitor.modelstore import current_model, fetch_current_bundle
-from rtsmonitor.records import SiteYearRecord, read_records, records_csv
+from rtsmonitor.records import SiteYearRecord, read_records, records_csv, year_key
 from rtsmonitor.registry import Registration, active_sites, list_sites, register_site, site_row_json
-from rtsmonitor.sites import SITE_ID_PATTERN
-from rtsmonitor.siteyear import Outcome, Services, process_site_year, record_failure
+from rtsmonitor.sites import is_site_id
+from rtsmonitor.siteyear import CODE_VERSION, Outcome, Services, process_site_year, record_failure
 from rtsmonitor.stac import PLANETARY_COMPUTER_STAC_URL, STAC_URL_ENV, open_catalog
 from rtsmonitor.storage import Storage, open_storage
 from rtsmonitor.terrain import StacDem
@@ -55,13 +54,11 @@ def storage_from_env(environ: Mapping[str, str] | None = None) -> Storage:
 
 def services_from_env(storage: Storage, environ: Mapping[str, str] | None = None) -> Services:
     """Catalogue, DEM and the live model (``models/current.json``) from the app settings."""
-    from rtsmonitor import __version__
-
     env = os.environ if environ is None else environ
     stac_url = env.get(STAC_URL_ENV, PLANETARY_COMPUTER_STAC_URL)
     cache = Path(env.get(MODEL_CACHE_ENV, "") or Path(os.environ.get("TMPDIR", "/tmp")) / "rts-models")
     model = Model.load(fetch_current_bundle(storage, cache))
-    code_version = env.get(CODE_VERSION_ENV, "") or __version__
+    code_version = env.get(CODE_VERSION_ENV, "") or CODE_VERSION
     return Services(open_catalog(stac_url), StacDem(stac_url), model, code_version)
 
 
@@ -145,7 +142,7 @@ def on_job(storage: Storage, services: Callable[[], Services], content: str, deq
 
 
 def _failure_blob(job: SiteYearJob) -> str:
-    return f"{job.site_id}/{job.year:04d}.json"
+    return f"{job.site_id}/{year_key(job.year)}.json"
 
 
 def on_poison(storage: Storage, content: str, dequeue_count: int) -> SiteYearRecord | None:
@@ -167,11 +164,11 @@ def on_poison(storage: Storage, content: str, dequeue_count: int) -> SiteYearRec
 
 
 def check_site_id(site_id: str) -> str:
-    """``site_id`` if it is well-formed (:data:`~rtsmonitor.sites.SITE_ID_PATTERN`); else :class:`RtsError`.
+    """``site_id`` if it is well-formed (:func:`~rtsmonitor.sites.is_site_id`); else :class:`RtsError`.
 
     HTTP requests are checked with it before they touch storage.
     """
-    if not re.fullmatch(SITE_ID_PATTERN, site_id):
+    if not is_site_id(site_id):
         raise RtsError(f"{site_id[:80]!r} is not a site id: 1-63 lowercase letters, digits and hyphens")
     return site_id
 

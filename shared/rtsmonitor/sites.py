@@ -360,7 +360,7 @@ class SiteConfig(BaseModel):
     @field_validator("id")
     @classmethod
     def _check_id(cls, value: str) -> str:
-        if not _is_site_id(value):
+        if not is_site_id(value):
             bad = sorted({c for c in value if c not in _SITE_ID_CHARS})
             why = f" (not allowed: {', '.join(map(repr, bad))})" if bad else ""
             raise ValueError(
@@ -435,7 +435,7 @@ class SiteConfig(BaseModel):
         return self.season.bounds(year)
 
 
-def _is_site_id(value: str) -> bool:
+def is_site_id(value: str) -> bool:
     """Whether ``value`` matches :data:`SITE_ID_PATTERN`."""
     return re.fullmatch(SITE_ID_PATTERN, value) is not None
 
