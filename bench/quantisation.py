@@ -66,7 +66,6 @@ def run(quick: bool = False) -> list[Row]:
         quantize_dynamic,
         quantize_static,
     )
-    from pystac_client import Client
 
     from rtsmonitor.demo import demo_slumps
     from rtsmonitor.imagery import choose_summer_scene
@@ -75,6 +74,7 @@ def run(quick: bool = False) -> list[Row]:
     from rtsmonitor.offline.corpus import build_corpus
     from rtsmonitor.offline.stacserver import LocalStacServer
     from rtsmonitor.sites import paper_site
+    from rtsmonitor.stac import open_catalog
     from rtsmonitor.stack import build_stack
     from rtsmonitor.terrain import StacDem
 
@@ -95,7 +95,7 @@ def run(quick: bool = False) -> list[Row]:
         )
         stacks = []
         with LocalStacServer(corpus.root) as server:
-            client, dem = Client.open(server.url), StacDem(server.url)
+            client, dem = open_catalog(server.url), StacDem(server.url)
             for year in years:
                 choice = choose_summer_scene(client, grid, site.season_bounds(year), 10.0, 0.5)
                 if choice.chosen is not None:

@@ -38,18 +38,17 @@ QUICK_WORKERS = (1, 2)
 
 def worker(connection_string: str, stac_url: str, threads: int) -> dict[str, Any]:
     """Drain the queue in this process; return how many site-years it processed."""
-    from pystac_client import Client
-
     from rtsmonitor.handlers import on_job
     from rtsmonitor.inference import Model
     from rtsmonitor.jobs import run_queue
     from rtsmonitor.modelstore import DEMO_BUNDLE
     from rtsmonitor.siteyear import Services
+    from rtsmonitor.stac import open_catalog
     from rtsmonitor.storage.azure import AzureStorage
     from rtsmonitor.terrain import StacDem
 
     storage = AzureStorage.from_connection_string(connection_string)
-    services = Services(Client.open(stac_url), StacDem(stac_url), Model.load(DEMO_BUNDLE, threads=threads))
+    services = Services(open_catalog(stac_url), StacDem(stac_url), Model.load(DEMO_BUNDLE, threads=threads))
     run = run_queue(
         storage,
         lambda m: on_job(storage, lambda: services, m.content, m.dequeue_count),

@@ -182,14 +182,13 @@ def _write_items(
 
 def child(size_km2: float, stac_url: str, work: Path) -> dict[str, Any]:
     """One site-year of a ``size_km2`` site (in this process): stage seconds and the record's numbers."""
-    from pystac_client import Client
-
     from rtsmonitor.inference import Model
     from rtsmonitor.jobs import SiteYearJob
     from rtsmonitor.modelstore import DEMO_BUNDLE
     from rtsmonitor.registry import register_site
     from rtsmonitor.sites import ServiceLimits
     from rtsmonitor.siteyear import Services, process_site_year
+    from rtsmonitor.stac import open_catalog
     from rtsmonitor.storage import LocalStorage
     from rtsmonitor.terrain import StacDem
 
@@ -199,7 +198,7 @@ def child(size_km2: float, stac_url: str, work: Path) -> dict[str, Any]:
         "centre": {"lon": CENTRE_LONLAT[0], "lat": CENTRE_LONLAT[1], "size_km": math.sqrt(size_km2)},
     }  # fmt: skip
     register_site(storage, "bench.json", json.dumps(config).encode(), limits=ServiceLimits(max_area_km2=20_000))
-    services = Services(Client.open(stac_url), StacDem(stac_url), Model.load(DEMO_BUNDLE))
+    services = Services(open_catalog(stac_url), StacDem(stac_url), Model.load(DEMO_BUNDLE))
     outcome = process_site_year(storage, SiteYearJob("bench", YEAR), services)
     record = outcome.record
     if record.status != "ok":

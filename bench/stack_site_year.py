@@ -17,13 +17,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from pystac_client import Client
-
 from rtsmonitor.imagery import choose_summer_scene, read_scene
 from rtsmonitor.offline.corpus import build_corpus
 from rtsmonitor.offline.stacserver import LocalStacServer
 from rtsmonitor.offline.synthetic import REAL_TILE_SIZE_M
 from rtsmonitor.sites import paper_site
+from rtsmonitor.stac import open_catalog
 from rtsmonitor.stack import make_stack, write_stack
 from rtsmonitor.terrain import StacDem, slope_on_grid
 
@@ -46,7 +45,7 @@ def main() -> None:
         stages: dict[str, list[float]] = {k: [] for k in ("search+rank", "bands", "slope", "write", "total")}
         read_mb: list[float] = []
         with LocalStacServer(root) as server:
-            client = Client.open(server.url)
+            client = open_catalog(server.url)
             for run in range(args.runs):
                 server.reset_stats()
                 t0 = time.perf_counter()

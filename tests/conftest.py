@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
 from rtsmonitor.offline.azurite import AzuriteError, running_azurite
+from rtsmonitor.offline.faults import FaultProxy
 from rtsmonitor.storage import Storage
 
 # --- Azurite (the Azure Storage emulator) -------------------------------------------------------
@@ -36,3 +38,18 @@ def azure_storage(azurite_connection_string: str) -> Storage:
     from rtsmonitor.storage.azure import AzureStorage  # the Azure SDK loads only for tests that use it
 
     return AzureStorage.from_connection_string(azurite_connection_string, name_prefix=f"t{uuid.uuid4().hex[:10]}")
+
+
+@pytest.fixture
+def azurite_proxies(azurite_connection_string: str) -> Iterator[tuple[str, dict[str, FaultProxy]]]:
+    """One fault-injecting proxy per Azurite service (``Blob``, ``Queue``, ``Table``), passing everything.
+
+    Yields a connection string on the proxies and the proxies by service; set a plan to inject faults.
+    """
+    settings = dict(part.split("=", 1) for part in azurite_connection_string.split(";") if part)
+    proxies = {service: FaultProxy(settings[f"{service}Endpoint"]) for service in ("Blob", "Queue", "Table")}
+    with contextlib.ExitStack() as stack:
+        for proxy in proxies.values():
+            stack.enter_context(proxy)
+        settings.update({f"{service}Endpoint": proxy.url for service, proxy in proxies.items()})
+        yield ";".join(f"{key}={value}" for key, value in settings.items()) + ";", proxies

@@ -20,6 +20,7 @@ from rtsmonitor.labels import rasterise, read_labels
 from rtsmonitor.offline.corpus import build_corpus
 from rtsmonitor.offline.paper import build_paper_corpus
 from rtsmonitor.offline.stacserver import serve
+from rtsmonitor.redaction import install_redaction
 from rtsmonitor.sites import DEFAULT_LABELS_DIR, SiteConfig, load_site_config, paper_sites, validate_paths
 from rtsmonitor.stac import PLANETARY_COMPUTER_STAC_URL, STAC_URL_ENV, open_catalog
 from rtsmonitor.stack import build_stack, write_stack
@@ -87,6 +88,7 @@ stac_url_option = click.option(
 def main(verbose: bool) -> None:
     """RTS monitor: map retrogressive thaw slumps in Sentinel-2 imagery."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(message)s")
+    install_redaction()  # no SAS token, account key or auth header in what the command logs
 
 
 @main.group()

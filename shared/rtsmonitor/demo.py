@@ -17,8 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pystac_client import Client
-
 from rtsmonitor.errors import ConfigError
 from rtsmonitor.inference import Model
 from rtsmonitor.modelstore import DEMO_BUNDLE, fetch_current_bundle, publish_model
@@ -38,6 +36,7 @@ from rtsmonitor.sites import (
     validate_paths,
 )
 from rtsmonitor.siteyear import Services
+from rtsmonitor.stac import open_catalog
 from rtsmonitor.storage import LocalStorage
 from rtsmonitor.terrain import StacDem
 
@@ -112,7 +111,7 @@ def run_demo(
     say(f"2/4 model {published.name} {published.version} published to the local store (threshold {model.threshold})")
 
     with LocalStacServer(corpus.root) as server:
-        services = Services(Client.open(server.url), StacDem(server.url), model)
+        services = Services(open_catalog(server.url), StacDem(server.url), model)
         registrations = upload_configs(storage, [(f"{s.id}.json", demo_config(s)) for s in sites], today=DEMO_TODAY)
         queued = sum(len(r.queued) for r in registrations)
         say(f"3/4 registered {len(registrations)} sites; {queued} site-years queued; processing:")

@@ -43,5 +43,25 @@ class NotFoundError(StorageError):
     """A blob or table row does not exist."""
 
 
+class ConflictError(StorageError):
+    """A conditional write lost: the row was written by someone else since it was read."""
+
+
 class MissingExtraError(RtsError):
     """An optional dependency is not installed; the message names the extra to install."""
+
+
+def error_chain(exc: BaseException, max_links: int = 5) -> str:
+    """``Type: message`` of ``exc`` and of the errors it was raised from, joined by ``<-``.
+
+    Libraries often wrap the telling error (rasterio's "Read failed. See previous exception" wraps
+    GDAL's message naming the file and block), so a stored failure reason needs the whole chain.
+    """
+    links: list[str] = []
+    seen: BaseException | None = exc
+    while seen is not None and len(links) < max_links:
+        text = f"{type(seen).__name__}: {seen}"
+        if text not in links:
+            links.append(text)
+        seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
+    return " <- ".join(links)

@@ -3,18 +3,26 @@
 One row per site-year (table :data:`RECORDS_TABLE`, PartitionKey = site id, RowKey = year). A row
 is written only after the blobs it points to (``results_prefix``), and a re-run replaces it, so a
 reader always finds one row per site-year and every blob that row names.
+
+Several runs of one site-year may overlap (the queue delivers at least once). Each run reads the
+row's ETag before it starts (:func:`read_record_versioned`) and writes its row only if the ETag is
+unchanged (:func:`commit_record`): the first run to finish wins, a later one finds it changed,
+deletes its own blobs and keeps the winner's row. A run id starts with the run's start time, and
+after its commit a run deletes only the runs that started *before* it (:func:`prune_runs`): those
+read the ETag before the commit changed it, so none of them can commit any more.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
-from rtsmonitor.errors import NotFoundError, RtsError
+from rtsmonitor.errors import ConflictError, NotFoundError, RtsError
 from rtsmonitor.storage import Entity, Storage
 
 RECORDS_TABLE = "rtsrecords"
@@ -34,7 +42,8 @@ class SiteYearRecord:
 
     Areas are in m^2 on the site's UTM grid; carbon is the net loss to the atmosphere (positive =
     source) in t C/yr and t CO2/yr after Turetsky et al. 2020 (see :mod:`rtsmonitor.carbon`); every
-    ``*_err`` is the +- uncertainty of the value before it.
+    ``*_err`` is the +- uncertainty of the value before it. ``model_note`` says when other years of
+    the site were processed with another model (:func:`model_mix_note`).
     """
 
     site_id: str
@@ -61,6 +70,8 @@ class SiteYearRecord:
     model_name: str | None = None
     model_version: str | None = None
     threshold: float | None = None
+    model_sha256: str | None = None
+    model_note: str | None = None
     run_id: str | None = None
     results_prefix: str | None = None
     seconds: float | None = None
@@ -112,9 +123,58 @@ def results_prefix(site_id: str, year: int, run_id: str) -> str:
     return f"{site_id}/{year_key(year)}/{run_id}/"
 
 
+def new_run_id(now: datetime | None = None) -> str:
+    """A unique run id that sorts by start time: UTC to the microsecond, then 8 random hex digits."""
+    started = (now or datetime.now(UTC)).astimezone(UTC)
+    return started.strftime("%Y%m%dT%H%M%S%fZ") + "-" + uuid.uuid4().hex[:8]
+
+
 def write_record(storage: Storage, record: SiteYearRecord) -> None:
-    """Insert or replace the site-year's row."""
+    """Insert or replace the site-year's row unconditionally (runs use :func:`commit_record`)."""
     storage.tables.upsert(RECORDS_TABLE, record.to_entity())
+
+
+def read_record_versioned(storage: Storage, site_id: str, year: int) -> tuple[SiteYearRecord | None, str | None]:
+    """The site-year's row and its ETag, or ``(None, None)`` if it has none."""
+    try:
+        entity, etag = storage.tables.get_versioned(RECORDS_TABLE, site_id, year_key(year))
+    except NotFoundError:
+        return None, None
+    return SiteYearRecord.from_entity(entity), etag
+
+
+def commit_record(storage: Storage, record: SiteYearRecord, etag: str | None) -> bool:
+    """Write the row if nobody wrote it since ``etag`` was read (``None``: if it had no row).
+
+    Returns ``False``, writing nothing, when another run committed first.
+    """
+    try:
+        storage.tables.put_if(RECORDS_TABLE, record.to_entity(), etag)
+    except ConflictError:
+        return False
+    return True
+
+
+def model_mix_note(records: Iterable[SiteYearRecord], record: SiteYearRecord) -> str | None:
+    """Which other years of the site have ``ok`` records from another model than ``record``, if any.
+
+    Years processed with different models are not one consistent series (a new model finds other
+    slumps); the note makes that visible in the record instead of leaving a silent jump.
+    """
+    others: dict[str, list[int]] = {}
+    for other in records:
+        same = (other.model_name, other.model_version, other.model_sha256) == (
+            record.model_name,
+            record.model_version,
+            record.model_sha256,
+        )
+        if other.status == "ok" and other.year != record.year and not same:
+            others.setdefault(f"{other.model_name}/{other.model_version}", []).append(other.year)
+    if not others:
+        return None
+    listed = "; ".join(f"{label}: {', '.join(map(str, sorted(years)))}" for label, years in sorted(others.items()))
+    this = f"{record.model_name}/{record.model_version}"
+    return f"other years of {record.site_id} used other models ({listed}); this year used {this}"
 
 
 def read_record(storage: Storage, site_id: str, year: int) -> SiteYearRecord | None:
@@ -142,17 +202,29 @@ def records_csv(records: Iterable[SiteYearRecord]) -> str:
     return out.getvalue()
 
 
-def prune_runs(storage: Storage, site_id: str, year: int, keep_run_id: str | None) -> list[str]:
+def prune_runs(
+    storage: Storage, site_id: str, year: int, keep_run_id: str | None, *, started_before: str | None = None
+) -> list[str]:
     """Delete the blobs of the site-year's runs other than ``keep_run_id``; return the deleted names.
 
     Called after the row names its new run, so every blob a row names stays until no row names it.
+    With ``started_before`` (a run id) only runs whose id sorts before it are deleted: a run that
+    started later may still be writing, and may still commit.
     """
     prefix = f"{site_id}/{year_key(year)}/"
-    stale = [
-        name
-        for name in storage.blobs.list(RESULTS_CONTAINER, prefix)
-        if keep_run_id is None or not name.startswith(results_prefix(site_id, year, keep_run_id))
-    ]
+    stale = []
+    for name in storage.blobs.list(RESULTS_CONTAINER, prefix):
+        run_id = name[len(prefix) :].split("/", 1)[0]
+        if run_id != keep_run_id and (started_before is None or run_id < started_before):
+            stale.append(name)
     for name in stale:
         storage.blobs.delete(RESULTS_CONTAINER, name)
     return stale
+
+
+def delete_run(storage: Storage, site_id: str, year: int, run_id: str) -> list[str]:
+    """Delete the blobs of one run of a site-year (a run that lost its commit or failed); return their names."""
+    names = storage.blobs.list(RESULTS_CONTAINER, results_prefix(site_id, year, run_id))
+    for name in names:
+        storage.blobs.delete(RESULTS_CONTAINER, name)
+    return names

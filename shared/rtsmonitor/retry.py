@@ -1,76 +1,161 @@
-"""Retries with exponential backoff for transient failures of remote reads (STAC API, COGs).
+"""How every remote call is retried: one policy, set here, carried out by each client's own retry code.
 
-A site-year first retries its own remote reads here (seconds apart); if they keep failing the job
-fails and the Functions host redelivers it minutes later (``host.json``), and after
-:data:`rtsmonitor.jobs.MAX_DEQUEUE_COUNT` deliveries it goes to the poison queue.
+Three kinds of remote call, three clients, one rule (capped exponential backoff with jitter, a
+server's ``Retry-After`` honoured where the client can, a bounded number of retries, and timeouts
+so a hung connection becomes an error that is retried):
+
+- **STAC API searches** (pystac-client on ``requests``): a ``urllib3`` :class:`~urllib3.util.Retry`
+  mounted on the session (:func:`stac_io`).
+- **Storage** (Blob, Queue and Table SDKs on ``azure-core``): each SDK's own retry policy with
+  :func:`backoff_s` as its backoff and ``Retry-After`` honoured, plus connection and read timeouts
+  (:func:`azure_client_options`).
+- **COG reads** (GDAL ``/vsicurl/``): ``GDAL_HTTP_MAX_RETRY``, ``GDAL_HTTP_RETRY_DELAY`` and
+  ``GDAL_HTTP_RETRY_CODES`` (:data:`GDAL_RETRY_OPTIONS`). GDAL doubles its delay with jitter but
+  does not read ``Retry-After``.
+
+Transient means: the connection failed or timed out, or the server answered one of
+:data:`TRANSIENT_HTTP_STATUSES`. Anything else (another 4xx, invalid data) is not retried by the
+clients. Above the clients, the queue host redelivers a failed site-year (``host.json``: minutes
+apart, :data:`rtsmonitor.jobs.MAX_DEQUEUE_COUNT` deliveries) unless :func:`is_permanent` says no
+delivery can succeed, and then the poison handler records the failure.
 """
 
 from __future__ import annotations
 
-import logging
 import random
-import time
-from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, Literal
 
-import requests
-from pystac_client.exceptions import APIError
-from rasterio.errors import RasterioIOError
+from azure.data.tables._policies import TablesRetryPolicy
+from azure.storage.blob import ExponentialRetry as BlobExponentialRetry
+from azure.storage.queue import ExponentialRetry as QueueExponentialRetry
+from pystac_client.stac_api_io import StacApiIO
+from urllib3.util import Retry
 
-log = logging.getLogger(__name__)
+from rtsmonitor.errors import ConfigError, ModelError, NoSceneError
 
-T = TypeVar("T")
-
-ATTEMPTS = 3
-"""Tries of one remote step before its error reaches the job (1 try + 2 retries)."""
-BASE_DELAY_S = 2.0
-"""Delay before the first retry, in seconds; it doubles on every retry."""
-MAX_DELAY_S = 30.0
-"""Longest delay between two tries, in seconds."""
-
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    requests.ConnectionError,
-    requests.Timeout,
-    APIError,
-    RasterioIOError,
-    ConnectionError,
-    TimeoutError,
-)
-"""Errors worth trying again: network failures, HTTP errors of the STAC API, unreadable remote files.
-(Storage calls are retried by the Azure SDK's own retry policy.)"""
+RETRIES = 4
+"""Retries of one remote request after its first try (so at most 5 tries)."""
+BACKOFF_FACTOR_S = 0.5
+"""Backoff base in seconds: the n-th retry waits about ``BACKOFF_FACTOR_S * 2**(n-1)``."""
+MAX_BACKOFF_S = 30
+"""Longest wait between two tries, in seconds (also the longest ``Retry-After`` honoured)."""
+JITTER_FRACTION = 0.5
+"""Waits are drawn uniformly from ``[1 - JITTER_FRACTION, 1]`` times the backoff, so workers that
+failed together do not retry together."""
+CONNECT_TIMEOUT_S = 10
+"""Seconds to establish a connection before it counts as failed (and is retried)."""
+READ_TIMEOUT_S = 60
+"""Seconds without a byte from the server before a request counts as failed (and is retried)."""
+TRANSIENT_HTTP_STATUSES: tuple[int, ...] = (408, 429, 500, 502, 503, 504)
+"""HTTP statuses worth another try: timeout, throttling, server errors (RFC 9110 sections 15.5.9,
+15.6; RFC 6585 section 4). Azure Storage throttles with 503 ``ServerBusy``; Planetary Computer with 429."""
 
 
-def is_transient(exc: BaseException) -> bool:
-    """Whether ``exc`` (or an exception it was raised from) is a transient remote failure."""
+def http_retry() -> Retry:
+    """The ``urllib3`` retry of STAC API requests (POST searches included: they change nothing)."""
+    return Retry(
+        total=RETRIES,
+        connect=RETRIES,
+        read=RETRIES,
+        status=RETRIES,
+        backoff_factor=BACKOFF_FACTOR_S,
+        backoff_max=MAX_BACKOFF_S,
+        backoff_jitter=BACKOFF_FACTOR_S * JITTER_FRACTION,
+        status_forcelist=TRANSIENT_HTTP_STATUSES,
+        allowed_methods=None,
+        respect_retry_after_header=True,
+        raise_on_status=False,
+    )
+
+
+def stac_timeouts() -> tuple[float, float]:
+    """The (connect, read) timeouts of STAC API requests, in seconds."""
+    return (CONNECT_TIMEOUT_S, READ_TIMEOUT_S)
+
+
+def stac_io() -> StacApiIO:
+    """A pystac-client I/O object with :func:`http_retry` and :func:`stac_timeouts`.
+
+    (``Client.open`` resets the timeout of the I/O object it is given: pass it there too.)
+    """
+    return StacApiIO(max_retries=http_retry(), timeout=stac_timeouts())
+
+
+def backoff_s(retry: int) -> float:
+    """Seconds to wait before retry number ``retry`` (1, 2, ...): capped exponential, with jitter."""
+    exponential: float = BACKOFF_FACTOR_S * 2.0 ** (retry - 1)
+    return min(MAX_BACKOFF_S, exponential) * random.uniform(1 - JITTER_FRACTION, 1)
+
+
+def _retry_after_s(history: list[Any]) -> float | None:
+    """The ``Retry-After`` (seconds, capped) of the last answer in an SDK's retry history, if it gave one."""
+    response = getattr(history[-1], "http_response", None) if history else None
+    value = response.headers.get("Retry-After") if response is not None else None
+    try:
+        return min(float(MAX_BACKOFF_S), max(0.0, float(str(value)))) if value is not None else None
+    except ValueError:
+        return None  # an HTTP date: use our own backoff
+
+
+class _StorageBackoff:
+    """The backoff of the Blob and Queue SDKs' ``ExponentialRetry``: :func:`backoff_s`, or ``Retry-After``.
+
+    These SDKs retry connection errors, timeouts, 408 and 5xx (Azure Storage throttles with 503).
+    """
+
+    def get_backoff_time(self, settings: dict[str, Any]) -> float:
+        """:func:`backoff_s` of this retry."""
+        return backoff_s(max(1, int(settings["count"])))
+
+    def sleep(self, settings: dict[str, Any], transport: Any) -> None:
+        """Wait ``Retry-After`` if the last answer gave one, else :meth:`get_backoff_time`."""
+        retry_after = _retry_after_s(settings["history"])
+        transport.sleep(self.get_backoff_time(settings) if retry_after is None else retry_after)
+
+
+class BlobRetry(_StorageBackoff, BlobExponentialRetry):
+    """Retry policy of the Blob SDK (see :class:`_StorageBackoff`)."""
+
+
+class QueueRetry(_StorageBackoff, QueueExponentialRetry):
+    """Retry policy of the Queue SDK (see :class:`_StorageBackoff`)."""
+
+
+class TableRetry(TablesRetryPolicy):
+    """Retry policy of the Tables SDK (``azure-core``'s: 408, 429, 5xx, ``Retry-After``) with :func:`backoff_s`."""
+
+    def get_backoff_time(self, settings: dict[str, Any]) -> float:
+        """:func:`backoff_s` of this retry (``azure-core`` counts the failed tries in ``history``)."""
+        return backoff_s(max(1, len(settings["history"])))
+
+
+def azure_client_options(service: Literal["blob", "queue", "table"]) -> dict[str, Any]:
+    """Keyword arguments for a Blob, Queue or Table service client: its retry policy and timeouts."""
+    counts = {"retry_total": RETRIES, "retry_connect": RETRIES, "retry_read": RETRIES, "retry_status": RETRIES}
+    policy = {"blob": BlobRetry, "queue": QueueRetry, "table": TableRetry}[service](**counts)
+    return {"retry_policy": policy, "connection_timeout": CONNECT_TIMEOUT_S, "read_timeout": READ_TIMEOUT_S}
+
+
+GDAL_RETRY_OPTIONS: dict[str, str] = {
+    "GDAL_HTTP_MAX_RETRY": str(RETRIES),
+    "GDAL_HTTP_RETRY_DELAY": str(BACKOFF_FACTOR_S),
+    "GDAL_HTTP_RETRY_CODES": ",".join(str(code) for code in TRANSIENT_HTTP_STATUSES),
+    "GDAL_HTTP_CONNECTTIMEOUT": str(CONNECT_TIMEOUT_S),
+    "GDAL_HTTP_TIMEOUT": str(READ_TIMEOUT_S),
+}
+"""GDAL settings for the same policy on ``/vsicurl/`` reads (GDAL >= 3.10 for the retry codes)."""
+
+PERMANENT_ERRORS: tuple[type[BaseException], ...] = (ConfigError, ModelError, NoSceneError)
+"""Errors no redelivery can fix: an invalid site config, a missing or corrupt model, a site-year
+that needs a scene that does not exist. (The storage's own "not found" is not here: the site or
+model may be written a moment later.)"""
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an error it was raised from) is one of :data:`PERMANENT_ERRORS`."""
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, TRANSIENT_ERRORS):
+        if isinstance(seen, PERMANENT_ERRORS):
             return True
         seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
     return False
-
-
-def with_retries(
-    step: Callable[[], T],
-    what: str,
-    *,
-    attempts: int = ATTEMPTS,
-    base_delay_s: float | None = None,
-    sleep: Callable[[float], None] = time.sleep,
-) -> T:
-    """Run ``step``; on a transient error wait (exponential backoff with jitter) and try again.
-
-    Non-transient errors, and the last transient one, propagate unchanged. ``base_delay_s``
-    defaults to :data:`BASE_DELAY_S`.
-    """
-    first_delay_s = BASE_DELAY_S if base_delay_s is None else base_delay_s
-    for attempt in range(1, attempts + 1):
-        try:
-            return step()
-        except Exception as exc:
-            if attempt == attempts or not is_transient(exc):
-                raise
-            delay = min(MAX_DELAY_S, first_delay_s * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2)
-            log.warning("%s failed (try %d of %d): %s; retrying in %.1f s", what, attempt, attempts, exc, delay)
-            sleep(delay)
-    raise AssertionError("unreachable")  # pragma: no cover

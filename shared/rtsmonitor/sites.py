@@ -610,6 +610,17 @@ def _yaml_where(error: yaml.MarkedYAMLError, *, context: bool = False) -> str:
     return f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
 
 
+def _yaml_first_alias(text: str) -> yaml.AliasEvent | None:
+    """The first alias (``*name``) of a YAML text, if any; syntax errors are left to the loader."""
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent):
+                return event
+    except yaml.YAMLError:
+        return None
+    return None
+
+
 def _yaml_duplicate_keys(text: str) -> list[str]:
     """Messages for keys given twice in one YAML mapping (safe_load silently keeps the last)."""
     messages: list[str] = []
@@ -673,6 +684,13 @@ def _load_mapping(data: bytes | str, source: str, fmt: str | None) -> dict[str, 
             for k in dict.fromkeys(duplicates)
         ]
     else:
+        alias = _yaml_first_alias(text)
+        if alias is not None:
+            at_line = f" at line {alias.start_mark.line + 1}" if alias.start_mark is not None else ""
+            raise fail(
+                f"YAML alias *{alias.anchor}{at_line} refused: a site config "
+                "repeats no data, and nested aliases can expand without bound (write the values out)"
+            )
         try:
             raw = yaml.safe_load(text)
         except yaml.constructor.ConstructorError as exc:

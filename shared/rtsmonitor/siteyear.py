@@ -2,8 +2,10 @@
 
 This is what the queue trigger runs (and ``rts monitor`` / ``rts demo`` through
 :func:`rtsmonitor.jobs.run_queue`). Products go to ``results/<site>/<year>/<run_id>/``; the record
-is written after them and names that run; then older runs of the site-year are deleted. A crash at
-any point leaves the previous record and every blob it names intact.
+is written after them, on condition that no other run of the site-year wrote it meanwhile, and names
+that run; then the runs that started earlier are deleted (:mod:`rtsmonitor.records`). A crash at any
+point leaves the previous record and every blob it names intact, and the next run cleans up after it.
+Remote reads are retried by the clients themselves (:mod:`rtsmonitor.retry`).
 """
 
 from __future__ import annotations
@@ -12,10 +14,9 @@ import json
 import logging
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from rasterio.windows import Window
 
 from rtsmonitor import __version__
 from rtsmonitor.carbon import AREA_ERROR_FRACTION, site_carbon
+from rtsmonitor.errors import StorageError
 from rtsmonitor.grid import SiteGrid, burn_wgs84
 from rtsmonitor.imagery import SceneChoice, choose_summer_scene, read_scene
 from rtsmonitor.inference import MASK_RTS, MASK_UNOBSERVED, Model, Reader, predict_to_files
@@ -37,13 +39,18 @@ from rtsmonitor.quicklook import RGB_LAYERS, QuicklookCanvas, write_quicklook
 from rtsmonitor.records import (
     RESULTS_CONTAINER,
     SiteYearRecord,
+    commit_record,
+    delete_run,
+    model_mix_note,
+    new_run_id,
     prune_runs,
     read_record,
+    read_record_versioned,
+    read_records,
     results_prefix,
-    write_record,
 )
+from rtsmonitor.redaction import redact
 from rtsmonitor.registry import read_site
-from rtsmonitor.retry import with_retries
 from rtsmonitor.stac import read_env
 from rtsmonitor.stack import make_stack
 from rtsmonitor.storage import Storage
@@ -63,6 +70,8 @@ PRODUCT_TYPES = {
     "scene.json": "application/json",
 }
 """The products of a site-year run and their content types."""
+MAX_REASON_CHARS = 4000
+"""Longest failure reason stored in a record (an Azure Tables string property holds 32 K characters)."""
 
 
 @dataclass(frozen=True)
@@ -93,28 +102,33 @@ class StageTimes:
 
 @dataclass(frozen=True)
 class Outcome:
-    """The record of a site-year run and the wall time of its stages (seconds)."""
+    """The record of a site-year and the wall time of this run's stages (seconds).
+
+    ``superseded``: another run of the same site-year committed first; ``record`` is that run's,
+    and this run's products were deleted.
+    """
 
     record: SiteYearRecord
     stage_seconds: dict[str, float]
+    superseded: bool = False
 
 
 def process_site_year(storage: Storage, job: SiteYearJob, services: Services, *, attempts: int = 1) -> Outcome:
     """Process one site-year, write its products and record, and return them.
 
     A summer with no usable scene gets a ``no-scene`` record with the search's reason. Errors
-    propagate (the caller retries the job, then records the failure: :func:`record_failure`).
+    propagate after this run's blobs are deleted (the caller retries the job, then records the
+    failure: :func:`record_failure`).
     """
     started = time.perf_counter()
     times = StageTimes()
     site = read_site(storage, job.site_id).config
     grid = site.grid()
+    _, etag = read_record_versioned(storage, job.site_id, job.year)
+    run_id = new_run_id()  # after the ETag is read: see rtsmonitor.records
     with times.stage("scene search"):
-        choice: SceneChoice = with_retries(
-            lambda: choose_summer_scene(
-                services.catalog, grid, site.season_bounds(job.year), site.max_cloud_pct, site.min_valid_fraction
-            ),
-            f"scene search for {job.site_id} {job.year}",
+        choice: SceneChoice = choose_summer_scene(
+            services.catalog, grid, site.season_bounds(job.year), site.max_cloud_pct, site.min_valid_fraction
         )
     if choice.chosen is None:
         record = SiteYearRecord(
@@ -127,19 +141,22 @@ def process_site_year(storage: Storage, job: SiteYearJob, services: Services, *,
             site_area_m2=round(site.area_km2() * 1e6, 1),
             model_name=services.model.name,
             model_version=services.model.version,
+            model_sha256=services.model.summary()["onnx_sha256"],
+            run_id=run_id,
             seconds=round(time.perf_counter() - started, 2),
             attempts=attempts,
         )
-        write_record(storage, record)
-        prune_runs(storage, job.site_id, job.year, keep_run_id=None)
-        return Outcome(record, times.seconds)
+        return _commit(storage, record, etag, times)
 
     chosen = choice.chosen
     canvas = QuicklookCanvas(grid)
     read = scene_reader(grid, choice, services.dem, services.model.input_layers, canvas, times)
-    run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
     prefix = results_prefix(site.id, job.year, run_id)
-    with tempfile.TemporaryDirectory(prefix="rts-siteyear-") as tmp, read_env():  # GDAL cache capped
+    with (
+        _deleted_on_error(storage, site.id, job.year, run_id),
+        tempfile.TemporaryDirectory(prefix="rts-siteyear-") as tmp,
+        read_env(),  # GDAL cache capped, remote reads retried
+    ):
         folder = Path(tmp)
         with times.stage("inference"):
             predict_to_files(services.model, read, grid, folder / "probability.tif", folder / "mask.tif")
@@ -169,7 +186,8 @@ def process_site_year(storage: Storage, job: SiteYearJob, services: Services, *,
             (folder / "rts.geojson").write_text(json.dumps(objects_geojson(objects, grid, properties)))
             title = f"{site.name} {job.year}: {len(objects)} RTS"
             write_quicklook(canvas.stack(), canvas.rts, folder / "quicklook.png", title=title)
-            (folder / "scene.json").write_text(json.dumps(_scene_document(choice), indent=2, default=str))
+            # Planetary Computer's hrefs carry a SAS token: the stored document keeps them unsigned
+            (folder / "scene.json").write_text(redact(json.dumps(_scene_document(choice), indent=2, default=str)))
         with times.stage("upload"):
             for name, content_type in PRODUCT_TYPES.items():
                 storage.blobs.write_file(RESULTS_CONTAINER, prefix + name, folder / name, content_type=content_type)
@@ -198,15 +216,54 @@ def process_site_year(storage: Storage, job: SiteYearJob, services: Services, *,
         carbon_factors=json.dumps(carbon.factors.to_dict(), sort_keys=True),
         model_name=services.model.name,
         model_version=services.model.version,
+        model_sha256=services.model.summary()["onnx_sha256"],
         threshold=services.model.threshold,
         run_id=run_id,
         results_prefix=prefix,
         seconds=round(times.seconds["total"], 2),
         attempts=attempts,
     )
-    write_record(storage, record)
-    prune_runs(storage, site.id, job.year, keep_run_id=run_id)
     log.info("%s %d: %s", site.id, job.year, ", ".join(f"{k} {v:.2f} s" for k, v in times.seconds.items()))
+    return _commit(storage, record, etag, times)
+
+
+@contextmanager
+def _deleted_on_error(storage: Storage, site_id: str, year: int, run_id: str) -> Iterator[None]:
+    """Delete the run's blobs if the ``with`` block fails (best effort: a later run prunes leftovers)."""
+    try:
+        yield
+    except Exception:
+        with suppress(Exception):
+            delete_run(storage, site_id, year, run_id)
+        raise
+
+
+def _commit(storage: Storage, record: SiteYearRecord, etag: str | None, times: StageTimes) -> Outcome:
+    """Write ``record`` unless another run committed since ``etag`` was read, then prune older runs.
+
+    The record notes other models used in the site's series (:func:`~rtsmonitor.records.model_mix_note`).
+    """
+    run_id = record.run_id
+    if run_id is None:
+        raise ValueError(f"record {record.site_id}/{record.year} has no run id to commit")
+    with _deleted_on_error(storage, record.site_id, record.year, run_id):
+        record = replace(record, model_note=model_mix_note(read_records(storage, record.site_id), record))
+    error: StorageError | None = None
+    try:
+        committed = commit_record(storage, record, etag)
+    except StorageError as exc:
+        committed, error = False, exc
+    if not committed:
+        # A write whose answer was lost, retried by the client, reads as a conflict (or an error):
+        # the row says whether it landed.
+        current = read_record(storage, record.site_id, record.year)
+        if current is None or current.run_id != run_id:
+            delete_run(storage, record.site_id, record.year, run_id)
+            if error is not None:
+                raise error
+            log.warning("%s %d: another run committed first; run %s dropped", record.site_id, record.year, run_id)
+            return Outcome(current or record, times.seconds, superseded=True)
+    prune_runs(storage, record.site_id, record.year, keep_run_id=run_id, started_before=run_id)
     return Outcome(record, times.seconds)
 
 
@@ -225,18 +282,15 @@ def scene_reader(
     """A :data:`~rtsmonitor.inference.Reader` that reads the chosen scene and the slope for each window.
 
     Each window of the site grid is read from the remote COGs on its own (bands, SCL and the DEM
-    with its margin), so no stage holds the whole site; transient read errors are retried per
-    window. The window's colour layers also go to the quick-look ``canvas``.
+    with its margin), so no stage holds the whole site. The window's colour layers also go to the
+    quick-look ``canvas``.
     """
     acquisition = choice.require().acquisition
 
     def read(row_off: int, col_off: int, height: int, width: int) -> NDArray[np.float32]:
         part = grid.window(row_off, col_off, height, width)
         with times.stage(READ_STAGE):
-            stack = with_retries(
-                lambda: make_stack(read_scene(acquisition, part, require_data=False), slope_on_grid(dem, part)),
-                f"reading rows {row_off}..{row_off + height} of {acquisition.id}",
-            )
+            stack = make_stack(read_scene(acquisition, part, require_data=False), slope_on_grid(dem, part))
         canvas.add_rgb(row_off, select_layers(stack, RGB_LAYERS))
         return select_layers(stack, layers)
 
@@ -268,24 +322,28 @@ def _scene_document(choice: SceneChoice) -> dict[str, Any]:
 def record_failure(
     storage: Storage, job: SiteYearJob, error: str, *, attempts: int, code_version: str = CODE_VERSION
 ) -> SiteYearRecord:
-    """Record that a site-year failed for good (after the host's retries).
+    """Record that a site-year failed for good (after the host's retries, or at once if no retry can help).
 
     A site-year that already has an ``ok`` record keeps it (its products stay valid); the failure is
     logged and the ``failed`` record is returned without being stored. Otherwise the ``failed``
-    record is written.
+    record is written (unless a run commits meanwhile: then that run's record is returned) and the
+    blobs of earlier failed runs are deleted.
     """
+    previous, etag = read_record_versioned(storage, job.site_id, job.year)
     record = SiteYearRecord(
         site_id=job.site_id,
         year=job.year,
         status="failed",
-        reason=error[:4000],
+        reason=redact(error)[:MAX_REASON_CHARS],
         processed=datetime.now(UTC),
         code_version=code_version,
+        run_id=new_run_id(),
         attempts=attempts,
     )
-    previous = read_record(storage, job.site_id, job.year)
     if previous is not None and previous.status == "ok":
         log.error("%s %d failed again (%s); its earlier ok record stays", job.site_id, job.year, error)
         return record
-    write_record(storage, record)
+    if not commit_record(storage, record, etag):
+        return read_record(storage, job.site_id, job.year) or record
+    prune_runs(storage, job.site_id, job.year, keep_run_id=None, started_before=record.run_id)
     return record

@@ -10,6 +10,8 @@ import planetary_computer
 import rasterio
 from pystac_client import Client
 
+from rtsmonitor.retry import GDAL_RETRY_OPTIONS, stac_io, stac_timeouts
+
 PLANETARY_COMPUTER_STAC_URL = "https://planetarycomputer.microsoft.com/api/stac/v1"
 """The Microsoft Planetary Computer STAC API (default imagery and DEM source)."""
 STAC_URL_ENV = "RTS_STAC_URL"
@@ -20,13 +22,13 @@ GDAL_REMOTE_READ_OPTIONS: dict[str, Any] = {
     "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF",
     "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
     "VSI_CACHE": "TRUE",
-    "GDAL_HTTP_MAX_RETRY": "3",
-    "GDAL_HTTP_RETRY_DELAY": "1",
     "GDAL_CACHEMAX": 128,
+    **GDAL_RETRY_OPTIONS,
 }
-"""GDAL options for reading COGs over HTTP: no directory listing, merged range requests, retries, and
-a raster block cache of 128 MB (GDAL's default is 5 % of RAM, which lets a worker's memory grow
-with the machine rather than with the window it reads)."""
+"""GDAL options for reading COGs over HTTP: no directory listing, merged range requests, the
+retries and timeouts of :data:`rtsmonitor.retry.GDAL_RETRY_OPTIONS`, and a raster block cache of
+128 MB (GDAL's default is 5 % of RAM, which lets a worker's memory grow with the machine rather
+than with the window it reads)."""
 
 
 def is_planetary_computer(url: str) -> bool:
@@ -35,9 +37,12 @@ def is_planetary_computer(url: str) -> bool:
 
 
 def open_catalog(url: str) -> Client:
-    """Open a STAC API; items from Planetary Computer come back with signed asset hrefs."""
+    """Open a STAC API, its requests retried as :mod:`rtsmonitor.retry` says.
+
+    Items from Planetary Computer come back with signed asset hrefs.
+    """
     modifier = planetary_computer.sign_inplace if is_planetary_computer(url) else None
-    return Client.open(url, modifier=modifier)
+    return Client.open(url, modifier=modifier, stac_io=stac_io(), timeout=stac_timeouts())
 
 
 @contextlib.contextmanager

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
+import os
 import shutil
 import tomllib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,17 +28,20 @@ from azure.functions.timer import TimerRequest
 
 from rtsmonitor import handlers
 from rtsmonitor.demo import demo_slumps
+from rtsmonitor.errors import StorageError
 from rtsmonitor.jobs import POISON_QUEUE, SITE_YEARS_QUEUE, SiteYearJob, run_queue
 from rtsmonitor.modelstore import DEMO_BUNDLE, publish_model
 from rtsmonitor.objects import find_objects, total_area_m2
 from rtsmonitor.offline.azurite import running_azurite
 from rtsmonitor.offline.corpus import CorpusSummary, build_corpus
 from rtsmonitor.offline.stacserver import LocalStacServer
-from rtsmonitor.records import RECORDS_TABLE, RESULTS_CONTAINER, read_record, read_records
+from rtsmonitor.records import RECORDS_TABLE, RESULTS_CONTAINER, SiteYearRecord, read_record, read_records, write_record
+from rtsmonitor.redaction import RedactedError
 from rtsmonitor.registry import SITE_ERRORS_CONTAINER, SITES_CONTAINER, SITES_PARTITION, SITES_TABLE
 from rtsmonitor.sites import paper_site
 from rtsmonitor.storage import QueueMessage, Storage
 from rtsmonitor.storage.azure import AzureStorage
+from rtsmonitor.storage.local import LocalStorage
 
 REPO = Path(__file__).resolve().parents[2]
 REAL_LABELS = REPO.parent / "shared" / "data" / "labels"
@@ -86,7 +92,6 @@ def app_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
         mp.setenv("RTS_STAC_URL", server.url)
         mp.setenv("RTS_MODEL_CACHE", str(root / "models"))
         mp.setenv("RTS_CODE_VERSION", "test")
-        mp.setattr("rtsmonitor.retry.BASE_DELAY_S", 0.01)
         fa.storage.cache_clear()
         fa.live_services.cache_clear()
         storage = AzureStorage.from_connection_string(connection)
@@ -451,3 +456,287 @@ def test_http_endpoints_serve_sites_and_records(app_env: App) -> None:
         for function in (fa.get_site, fa.get_site_records):
             response = function(func.HttpRequest("GET", "/x", route_params={"site_id": site_id}, body=b""))
             assert response.status_code == 400 and "is not a site id" in response.get_body().decode()
+
+
+# --- HTTP: checked before storage, paged, errors that echo nothing secret -----------------------------
+
+
+class Untouchable:
+    """A storage that fails the test on any use: requests refused as malformed must not reach it."""
+
+    touched = 0
+
+    def __getattr__(self, name: str) -> Any:
+        Untouchable.touched += 1
+        raise AssertionError(f"storage touched ({name}) by a request that is not well-formed")
+
+
+def get(function: Any, params: dict[str, str] | None = None, site_id: str | None = None) -> func.HttpResponse:
+    route = {} if site_id is None else {"site_id": site_id}
+    response: func.HttpResponse = function(
+        func.HttpRequest("GET", "/api/x", params=params or {}, route_params=route, body=b"")
+    )
+    return response
+
+
+MALFORMED: dict[str, tuple[dict[str, str], str]] = {
+    "letters": ({"year": "20x1"}, "year='20x1' is not a year"),
+    "before-sentinel-2": ({"year": "2014"}, "year='2014' is not a year"),
+    "after-2100": ({"to": "2101"}, "to='2101' is not a year"),
+    "two-digits": ({"from": "21"}, "from='21' is not a year"),
+    "five-digits": ({"year": "02021"}, "year='02021' is not a year"),
+    "unicode-digits": ({"year": "\uff12\uff10\uff12\uff11"}, "is not a year"),  # full-width 2021
+    "signed": ({"year": "+2021"}, "is not a year"),
+    "spaces": ({"year": " 2021"}, "is not a year"),
+    "from-after-to": ({"from": "2022", "to": "2020"}, "from=2022 is after to=2020"),
+    "year-and-range": ({"year": "2021", "from": "2020"}, "not both"),
+    "unknown": ({"yaer": "2021"}, "unknown query parameter 'yaer'"),
+    "format": ({"format": "xml"}, "format='xml'"),
+    "after": ({"after": "horton01"}, "after='horton01' is not a continuation"),
+    "long": ({"year": "9" * 5000}, "year='" + "9" * 80 + "'... is not a year"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_years_and_parameters_get_400_before_storage_is_touched(
+    monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    monkeypatch.setattr(fa, "storage", Untouchable)
+    Untouchable.touched = 0
+    params, message = MALFORMED[case]
+    for function, site_id in ((fa.get_records, None), (fa.get_site_records, SITE)):
+        response = get(function, params, site_id)
+        body = json.loads(response.get_body())
+        assert response.status_code == 400 and message in body["error"], body
+        assert len(body["error"]) <= fa.MAX_ERROR_CHARS
+    for function, bad in ((fa.get_sites, {"after": "../x"}), (fa.get_sites, {"site": "x"}), (fa.get_site, {"q": "1"})):
+        assert get(function, bad, SITE).status_code == 400
+    assert get(fa.get_site_records, {"year": "2021"}, "UPPER").status_code == 400
+    assert Untouchable.touched == 0
+
+
+def local_records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sites: int, years: list[int]) -> Storage:
+    """A local store with ``sites`` x ``years`` no-scene records and registered sites, served by the app."""
+    storage = LocalStorage(tmp_path / "store")
+    for n in range(sites):
+        site_id = f"site-{n:02d}"
+        handlers.on_site_blob(storage, f"{site_id}.json", json.dumps(site_config(site_id, last_year=2021)).encode())
+        for year in years:
+            write_record(
+                storage, SiteYearRecord(site_id, year, "no-scene", "no clear scene", dt.datetime.now(dt.UTC), "t")
+            )
+    monkeypatch.setattr(fa, "storage", lambda: storage)
+    return storage
+
+
+def all_pages(function: Any, params: dict[str, str], site_id: str | None = None) -> list[func.HttpResponse]:
+    pages = [get(function, params, site_id)]
+    while after := pages[-1].headers.get(handlers.CONTINUATION_HEADER):
+        pages.append(get(function, {**params, "after": after}, site_id))
+        assert len(pages) < 100
+    return pages
+
+
+def test_responses_are_capped_in_rows_and_bytes_and_continue_in_pages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    local_records(tmp_path, monkeypatch, sites=3, years=[2018, 2019, 2020, 2021])
+    assert (handlers.MAX_RESPONSE_ROWS, handlers.MAX_RESPONSE_BYTES) == (1000, 4 * 1024 * 1024)
+    everything = json.loads(get(fa.get_records, {}).get_body())
+    assert len(everything) == 12 and get(fa.get_records, {}).headers.get(handlers.CONTINUATION_HEADER) is None
+
+    monkeypatch.setattr(handlers, "MAX_RESPONSE_ROWS", 5)
+    pages = all_pages(fa.get_records, {})
+    assert [len(json.loads(p.get_body())) for p in pages] == [5, 5, 2]
+    assert [r for p in pages for r in json.loads(p.get_body())] == everything
+    assert pages[0].headers[handlers.CONTINUATION_HEADER] == "site-01/2018"
+    csv_pages = all_pages(fa.get_records, {"format": "csv"})
+    lines = [p.get_body().decode().splitlines() for p in csv_pages]
+    assert [len(page) for page in lines] == [6, 6, 3] and all(page[0].startswith("site_id,year") for page in lines)
+    filtered = all_pages(fa.get_site_records, {"from": "2019", "to": "2020"}, "site-02")
+    assert [(r["site_id"], r["year"]) for p in filtered for r in json.loads(p.get_body())] == [
+        ("site-02", 2019),
+        ("site-02", 2020),
+    ]
+    assert [r["year"] for r in json.loads(get(fa.get_records, {"year": "2021"}).get_body())] == [2021] * 3
+
+    monkeypatch.setattr(handlers, "MAX_RESPONSE_ROWS", 1000)
+    monkeypatch.setattr(handlers, "MAX_RESPONSE_BYTES", 2000)  # one JSON record is about 1 KB
+    pages = all_pages(fa.get_records, {})
+    assert all(len(p.get_body()) <= 2000 for p in pages) and len(pages) >= 6
+    assert [r for p in pages for r in json.loads(p.get_body())] == everything
+    monkeypatch.setattr(handlers, "MAX_RESPONSE_BYTES", 10)  # smaller than any row: one row per page
+    assert [len(json.loads(p.get_body())) for p in all_pages(fa.get_records, {})] == [1] * 12
+    sites = all_pages(fa.get_sites, {})
+    assert [s["site_id"] for p in sites for s in json.loads(p.get_body())] == ["site-00", "site-01", "site-02"]
+
+
+SECRET_KEY = "c2VjcmV0LWFjY291bnQta2V5LW9mLXRoZS10ZXN0LWRvLW5vdC1sb2c="
+SECRET_SIG = "SECRETSIG0123456789abcdef%3D"
+
+
+class Failing:
+    """A storage whose table reads fail with an error that names a key and a signed URL."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    @property
+    def tables(self) -> Any:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (StorageError(f"query table 'sites': AccountName=rts;AccountKey={SECRET_KEY}; sig={SECRET_SIG}"), 503),
+        (RuntimeError(f"GET https://rts.table.core.windows.net/sites()?sv=2024-05-04&sig={SECRET_SIG} failed"), 500),
+    ],
+    ids=["storage-error", "internal-error"],
+)
+def test_storage_and_internal_errors_answer_generically_and_log_redacted(
+    monkeypatch: pytest.MonkeyPatch, error: Exception, status: int
+) -> None:
+    monkeypatch.setattr(fa, "storage", lambda: Failing(error))
+    lines = LogLines()
+    with lines.capturing():
+        responses = [get(fa.get_sites, {}), get(fa.get_site, {}, SITE), get(fa.get_records, {"code": SECRET_KEY})]
+    for response in responses:
+        body = response.get_body().decode()
+        assert response.status_code == status and "error" in json.loads(body)
+        assert SECRET_KEY not in body and "SECRETSIG" not in body and "AccountKey" not in body and "sig=" not in body
+    text = "\n".join(lines.lines)
+    assert "Traceback" in text and "REDACTED" in text  # the details are logged, redacted
+    assert SECRET_KEY not in text and "SECRETSIG" not in text
+
+
+def test_request_values_that_look_like_secrets_are_not_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fa, "storage", Untouchable)
+    cases = [
+        (fa.get_records, {"year": f"x?sv=1&sig={SECRET_SIG}"}, None),
+        (fa.get_records, {"format": f"AccountKey={SECRET_KEY}"}, None),
+        (fa.get_site, {}, f"a&sig={SECRET_SIG}"),
+        (fa.get_records, {f"sig={SECRET_SIG}": "1"}, None),
+        (fa.get_records, {"code": SECRET_KEY, "yaer": "2021"}, None),  # the function key is never repeated
+    ]
+    for function, params, site_id in cases:
+        response = get(function, params, site_id)
+        body = response.get_body().decode()
+        assert response.status_code == 400, body
+        assert "SECRETSIG" not in body and SECRET_KEY not in body and SECRET_KEY[:20] not in body
+
+
+# --- logs of a run whose asset hrefs are signed ------------------------------------------------------
+
+FAKE_SIG = "SECRETTOKEN123xyzAbC%2Bdef%3D"
+"""The made-up SAS signature of the signed hrefs: it must appear in no log line and no stored note."""
+FAKE_SAS = (
+    "st=2026-11-24T10%3A00%3A00Z&se=2026-11-25T10%3A00%3A00Z&sp=rl&sv=2024-05-04&sr=c"
+    "&skoid=00000000-1111-2222-3333-444444444444&sktid=55555555-6666-7777-8888-999999999999"
+    f"&skt=2026-11-24T09%3A14%3A43Z&ske=2026-12-01T09%3A14%3A43Z&sks=b&skv=2024-05-04&sig={FAKE_SIG}"
+)
+"""A query in the shape of Planetary Computer's signed hrefs; the local STAC server ignores it."""
+SIGNED_BROKEN_YEAR = 2020
+"""Its red band points at a file that is not a GeoTIFF: GDAL's error names the signed URL."""
+NOT_A_COG = "files/not-a-cog/B04_10m.tif"
+
+
+class LogLines(logging.Handler):
+    """Every record that reaches the root logger, formatted, at DEBUG (GDAL, rasterio, urllib3, azure)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+    @contextmanager
+    def capturing(self) -> Iterator[LogLines]:
+        root = logging.getLogger()
+        level = root.level
+        root.addHandler(self)  # added after function_app installed the redaction, as the worker's is
+        root.setLevel(logging.DEBUG)
+        try:
+            yield self
+        finally:
+            root.removeHandler(self)
+            root.setLevel(level)
+
+
+@pytest.fixture(scope="module")
+def signed_stac_url(app_env: App, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The corpus of ``app_env`` behind a second STAC server whose asset hrefs carry :data:`FAKE_SAS`.
+
+    The files are hard links (no copy); the red band of :data:`SIGNED_BROKEN_YEAR` is a text file.
+    """
+    root = tmp_path_factory.mktemp("signed-stac")
+    shutil.copytree(app_env.corpus.root / "files", root / "files", copy_function=os.link)
+    (root / NOT_A_COG).parent.mkdir()
+    (root / NOT_A_COG).write_bytes(b"this is not a GeoTIFF\n" * 64)
+    for path in (app_env.corpus.root / "collections").rglob("*.json"):
+        data = json.loads(path.read_text())
+        for name, asset in data.get("assets", {}).items():
+            broken = name == "B04" and str(data.get("properties", {}).get("datetime", "")).startswith("2020")
+            asset["href"] = f"{NOT_A_COG if broken else asset['href']}?{FAKE_SAS}"
+        (root / path.relative_to(app_env.corpus.root)).parent.mkdir(parents=True, exist_ok=True)
+        (root / path.relative_to(app_env.corpus.root)).write_text(json.dumps(data))
+    with LocalStacServer(root) as server:
+        yield server.url
+
+
+@pytest.fixture
+def signed_app(app_env: App, signed_stac_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[App]:
+    """The app reading the signed catalogue (its services rebuilt before and after)."""
+    monkeypatch.setenv("RTS_STAC_URL", signed_stac_url)
+    monkeypatch.setenv("CPL_DEBUG", "ON")  # GDAL's debug messages (they name the files it reads) reach the log
+    fa.live_services.cache_clear()
+    upload(app_env, f"{SITE}.json", json.dumps(site_config(first_year=2019, last_year=2021)).encode())
+    clear_queue(app_env)
+    try:
+        yield app_env
+    finally:
+        fa.live_services.cache_clear()
+
+
+def job(year: int, delivery: int = 1) -> FuncQueueMessage:
+    return FuncQueueMessage(
+        id=f"signed-{year}", body=SiteYearJob(SITE, year).to_message().encode(), dequeue_count=delivery
+    )
+
+
+def test_no_sas_token_in_the_logs_of_a_run_with_signed_hrefs(signed_app: App) -> None:
+    lines = LogLines()
+    with lines.capturing():
+        with pytest.raises(RedactedError, match="RasterioIOError") as raised:  # the red band is no GeoTIFF
+            fa.process_site_year(job(SIGNED_BROKEN_YEAR))
+        fa.process_site_year(job(2021))  # every read of a signed href succeeds
+    text = "\n".join(lines.lines)
+    assert "not-a-cog/B04_10m.tif?st=REDACTED" in text and "sig=REDACTED" in text  # signed hrefs were logged
+    assert FAKE_SIG not in text and "SECRETTOKEN" not in text
+    assert "SECRETTOKEN" not in str(raised.value)  # the message the worker sends the host, which logs it
+    assert raised.value.__cause__ is None and raised.value.__suppress_context__
+    record = read_record(signed_app.storage, SITE, 2021)
+    assert record is not None and record.status == "ok" and record.scene_id
+
+
+def test_no_sas_token_in_the_failure_note_and_the_failed_record(signed_app: App) -> None:
+    signed_app.storage.tables.delete(RECORDS_TABLE, SITE, f"{SIGNED_BROKEN_YEAR}")  # an ok row would be kept
+    with pytest.raises(RedactedError):
+        fa.process_site_year(job(SIGNED_BROKEN_YEAR))
+    note = signed_app.storage.blobs.read_bytes(handlers.FAILURES_CONTAINER, f"{SITE}/{SIGNED_BROKEN_YEAR}.json")
+    assert "not-a-cog/B04_10m.tif?st=REDACTED" in note.decode()  # the error is kept, its signature not
+    assert "SECRETTOKEN" not in note.decode(), "failures/<site>/<year>.json holds the SAS token"
+    fa.record_poison(job(SIGNED_BROKEN_YEAR, delivery=2))
+    record = read_record(signed_app.storage, SITE, SIGNED_BROKEN_YEAR)
+    assert record is not None and record.status == "failed" and "not-a-cog" in record.reason
+    assert "SECRETTOKEN" not in record.reason, "the failed record's reason holds the SAS token"
+
+
+def test_no_sas_token_in_the_scene_document_of_the_products(signed_app: App) -> None:
+    fa.process_site_year(job(2021))
+    record = read_record(signed_app.storage, SITE, 2021)
+    assert record is not None and record.status == "ok" and record.results_prefix
+    scene = signed_app.storage.blobs.read_bytes(RESULTS_CONTAINER, f"{record.results_prefix}scene.json").decode()
+    assert json.loads(scene)["items"] and "SECRETTOKEN" not in scene, "scene.json holds the SAS token"

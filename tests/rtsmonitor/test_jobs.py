@@ -1,4 +1,4 @@
-"""Site-year jobs, the local stand-in for the Functions host's queue delivery, and retries of remote reads."""
+"""Site-year jobs and the local stand-in for the Functions host's queue delivery."""
 
 from __future__ import annotations
 
@@ -8,12 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
-from pystac_client.exceptions import APIError
-from rasterio.errors import RasterioIOError
 
-from rtsmonitor import retry
-from rtsmonitor.errors import ConfigError, RtsError, SceneError
+from rtsmonitor.errors import RtsError
 from rtsmonitor.jobs import (
     POISON_QUEUE,
     SITE_YEARS_QUEUE,
@@ -24,7 +20,6 @@ from rtsmonitor.jobs import (
     run_queue,
     yearly_jobs,
 )
-from rtsmonitor.retry import is_transient, with_retries
 from rtsmonitor.sites import SiteConfig
 from rtsmonitor.storage import LocalStorage, QueueMessage
 
@@ -234,119 +229,3 @@ def test_run_queue_uses_the_given_queue_and_its_poison_queue(storage: LocalStora
     assert storage.queues.peek_count("other-jobs") == 0
     assert [m.content for m in storage.queues.receive("other-jobs-poison", 32)] == ["x"]
     assert storage.queues.peek_count(POISON_QUEUE) == 0
-
-
-# --- retries --------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def no_jitter(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(retry.random, "uniform", lambda a, b: 1.0)
-
-
-def flaky(errors: list[BaseException], value: object = "done") -> tuple[list[int], Any]:
-    """A step that raises each of ``errors`` in turn, then returns ``value``; and its call log."""
-    calls: list[int] = []
-
-    def step() -> object:
-        calls.append(len(calls) + 1)
-        if len(calls) <= len(errors):
-            raise errors[len(calls) - 1]
-        return value
-
-    return calls, step
-
-
-@pytest.mark.parametrize(
-    "error",
-    [
-        requests.ConnectionError("refused"),
-        requests.Timeout("slow"),
-        RasterioIOError("HTTP response code: 503"),
-        APIError("502 Bad Gateway"),
-        ConnectionResetError("reset"),
-        TimeoutError("timed out"),
-    ],
-)
-def test_with_retries_retries_a_transient_error_with_growing_delays(no_jitter: None, error: BaseException) -> None:
-    delays: list[float] = []
-    calls, step = flaky([error, error])
-    assert with_retries(step, "read", attempts=3, sleep=delays.append) == "done"
-    assert calls == [1, 2, 3]
-    assert delays == [retry.BASE_DELAY_S, 2 * retry.BASE_DELAY_S]
-
-
-def test_with_retries_delays_are_jittered_growing_and_capped() -> None:
-    delays: list[float] = []
-    error = requests.ConnectionError("down")
-    calls, step = flaky([error] * 5)
-    assert with_retries(step, "read", attempts=6, base_delay_s=10.0, sleep=delays.append) == "done"
-    assert len(delays) == 5 and len(calls) == 6
-    assert 8.0 <= delays[0] <= 12.0 and 16.0 <= delays[1] <= 24.0
-    assert delays[0] < delays[1]
-    assert all(d <= retry.MAX_DELAY_S * 1.2 for d in delays)
-    assert all(d >= retry.MAX_DELAY_S * 0.8 for d in delays[2:])
-
-
-@pytest.mark.parametrize("error", [ValueError("bad value"), ConfigError("site.json", [("id", "bad")]), KeyError("k")])
-def test_with_retries_lets_a_non_transient_error_through_at_once(error: BaseException) -> None:
-    delays: list[float] = []
-    calls, step = flaky([error])
-    with pytest.raises(type(error)) as raised:
-        with_retries(step, "read", attempts=5, sleep=delays.append)
-    assert raised.value is error
-    assert calls == [1] and delays == []
-
-
-def test_with_retries_raises_the_last_transient_error_after_all_attempts(no_jitter: None) -> None:
-    delays: list[float] = []
-    errors = [requests.ConnectionError(f"try {i}") for i in range(1, 5)]
-    calls, step = flaky(errors)
-    with pytest.raises(requests.ConnectionError) as raised:
-        with_retries(step, "read", attempts=4, base_delay_s=0.5, sleep=delays.append)
-    assert raised.value is errors[3]
-    assert calls == [1, 2, 3, 4]
-    assert delays == [0.5, 1.0, 2.0]  # no wait after the last try
-
-
-def test_with_retries_with_one_attempt_never_sleeps() -> None:
-    delays: list[float] = []
-    calls, step = flaky([TimeoutError("t")])
-    with pytest.raises(TimeoutError):
-        with_retries(step, "read", attempts=1, sleep=delays.append)
-    assert calls == [1] and delays == []
-
-
-def test_with_retries_retries_an_error_raised_from_a_transient_one(no_jitter: None) -> None:
-    def wrapped() -> SceneError:
-        try:
-            raise RasterioIOError("HTTP 500")
-        except RasterioIOError as exc:
-            try:
-                raise SceneError("cannot read band B04") from exc
-            except SceneError as outer:
-                return outer
-
-    delays: list[float] = []
-    calls, step = flaky([wrapped()], value=42)
-    assert with_retries(step, "read", sleep=delays.append) == 42
-    assert calls == [1, 2] and delays == [retry.BASE_DELAY_S]
-
-
-def test_is_transient_follows_cause_and_context() -> None:
-    assert is_transient(requests.ConnectionError("x"))
-    assert not is_transient(ValueError("x"))
-    assert not is_transient(FileNotFoundError("x"))
-
-    caused = RtsError("stack failed")
-    caused.__cause__ = RuntimeError("middle")
-    caused.__cause__.__cause__ = RasterioIOError("deep")
-    assert is_transient(caused)
-
-    context = SceneError("during handling")
-    context.__context__ = TimeoutError("t")
-    assert is_transient(context)
-
-    plain = RtsError("stack failed")
-    plain.__cause__ = ValueError("bad")
-    assert not is_transient(plain)

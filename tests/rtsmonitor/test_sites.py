@@ -361,6 +361,16 @@ def test_a_nested_python_tag_is_refused_too(tmp_path: Path) -> None:
     assert not target.exists()
 
 
+def test_yaml_aliases_are_refused_before_they_expand() -> None:
+    """A 500-byte "billion laughs" config would expand to 10^10 items: it is refused at once."""
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 10)]
+    data = yaml.safe_dump(base()) + "\n".join(levels) + "\n"
+    problems = problems_of(data)  # expanded, this would not finish
+    assert len(problems) == 1 and problems[0][0] == "(file)"
+    assert "alias *a0 at line" in problems[0][1]
+
+
 def test_several_problems_in_one_file_are_all_reported() -> None:
     problems = problems_of((DATA / "broken_many.yaml").read_bytes(), "broken_many.yaml")
     assert [f for f, _ in problems] == [

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from rtsmonitor.errors import NotFoundError, StorageError
+from rtsmonitor.errors import ConflictError, NotFoundError, StorageError
 from rtsmonitor.storage import LocalStorage, QueueMessage, Storage, open_storage
 
 
@@ -233,6 +233,66 @@ def test_table_delete(storage: Storage) -> None:
     storage.tables.delete("sites", "site", "a")  # absent: no error
     storage.tables.delete("nosuchtable", "site", "a")
     assert [r["RowKey"] for r in storage.tables.query("sites")] == ["b"]
+
+
+def test_conditional_insert_and_replace_follow_the_etag(storage: Storage) -> None:
+    row = {"PartitionKey": "site", "RowKey": "2021", "run": "a"}
+    first = storage.tables.put_if("records", row, None)
+    with pytest.raises(ConflictError, match="exists already"):
+        storage.tables.put_if("records", {**row, "run": "b"}, None)
+    entity, etag = storage.tables.get_versioned("records", "site", "2021")
+    assert entity["run"] == "a" and etag == first
+    second = storage.tables.put_if("records", {**row, "run": "c"}, etag)
+    assert second != first
+    with pytest.raises(ConflictError, match="changed since it was read"):
+        storage.tables.put_if("records", {**row, "run": "d"}, first)  # stale ETag
+    storage.tables.upsert("records", {**row, "run": "e"})  # an unconditional write changes the ETag too
+    with pytest.raises(ConflictError):
+        storage.tables.put_if("records", {**row, "run": "f"}, second)
+    storage.tables.delete("records", "site", "2021")
+    with pytest.raises(ConflictError):
+        storage.tables.put_if("records", {**row, "run": "g"}, second)  # deleted since read
+    assert storage.tables.query("records") == []
+    with pytest.raises(NotFoundError):
+        storage.tables.get_versioned("records", "site", "2021")
+
+
+def test_concurrent_conditional_writes_from_one_read_have_one_winner(storage: Storage) -> None:
+    storage.tables.upsert("records", {"PartitionKey": "site", "RowKey": "2021", "run": "old"})
+    _, etag = storage.tables.get_versioned("records", "site", "2021")
+    barrier = threading.Barrier(4)
+    won: list[str] = []
+
+    def writer(run: str) -> None:
+        barrier.wait()
+        with contextlib.suppress(ConflictError):
+            storage.tables.put_if("records", {"PartitionKey": "site", "RowKey": "2021", "run": run}, etag)
+            won.append(run)
+
+    threads = [threading.Thread(target=writer, args=(f"run{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(won) == 1
+    assert storage.tables.get("records", "site", "2021")["run"] == won[0]
+
+
+def test_local_table_file_from_before_etags_gets_its_column(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    root.mkdir()
+    with contextlib.closing(sqlite3.connect(root / "tables.sqlite")) as old:
+        old.execute(
+            "CREATE TABLE entities (tbl TEXT NOT NULL, pk TEXT NOT NULL, rk TEXT NOT NULL, "
+            "props TEXT NOT NULL, PRIMARY KEY (tbl, pk, rk)) WITHOUT ROWID"
+        )
+        old.execute("INSERT INTO entities VALUES ('records', 'site', '2021', '{\"run\": [\"s\", \"a\"]}')")
+        old.commit()
+    storage = LocalStorage(root)
+    entity, etag = storage.tables.get_versioned("records", "site", "2021")
+    assert entity["run"] == "a"
+    storage.tables.put_if("records", {"PartitionKey": "site", "RowKey": "2021", "run": "b"}, etag)
+    assert storage.tables.get("records", "site", "2021")["run"] == "b"
 
 
 @pytest.mark.parametrize(

@@ -2,8 +2,9 @@
 
 Works against Azure itself and against Azurite (the emulator the tests start). Containers, tables
 and queues are created when a write finds them missing, so a fresh account (or one whose resources
-Terraform created) works without a setup step. Queue messages are base64-encoded, as the Azure
-Functions queue trigger expects by default.
+Terraform created) works without a setup step. Every request is retried and timed out as
+:mod:`rtsmonitor.retry` says (the SDKs' own retry policy, configured there). Queue messages are
+base64-encoded, as the Azure Functions queue trigger expects by default.
 
 Azure Tables has no nulls and distinguishes 32- and 64-bit integers; ``int`` values outside the
 32-bit range are sent as Edm.Int64 and every integer comes back as a plain ``int``.
@@ -20,12 +21,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    AzureError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
 from azure.data.tables import EdmType, EntityProperty, TableClient, TableServiceClient, UpdateMode
 from azure.storage.blob import BlobClient, BlobServiceClient, ContentSettings
 from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
-from rtsmonitor.errors import NotFoundError, StorageError
+from rtsmonitor.errors import ConflictError, NotFoundError, StorageError
+from rtsmonitor.retry import azure_client_options
 from rtsmonitor.storage.base import (
     BlobStore,
     Entity,
@@ -237,6 +246,41 @@ class AzureTableStore(TableStore):
         with _azure_errors(f"table {table!r}, row ({partition_key!r}, {row_key!r})"):
             return _from_azure(client.get_entity(partition_key, row_key))
 
+    def get_versioned(self, table: str, partition_key: str, row_key: str) -> tuple[Entity, str]:
+        """Return one row and its ETag (see ``TableStore.get_versioned``)."""
+        client = self._client(table)
+        check_keys(table, partition_key, row_key)
+        with _azure_errors(f"table {table!r}, row ({partition_key!r}, {row_key!r})"):
+            entity = client.get_entity(partition_key, row_key)
+        return _from_azure(entity), str(entity.metadata["etag"])
+
+    def put_if(self, table: str, entity: Mapping[str, object], etag: str | None) -> str:
+        """Insert (``etag=None``) or replace a row only if unchanged since read (see ``TableStore.put_if``)."""
+        client = self._client(table)
+        row = normalize_entity(table, entity)
+        physical = client.table_name
+        where = f"table {table!r}, row ({row['PartitionKey']!r}, {row['RowKey']!r})"
+
+        def write() -> Mapping[str, Any]:
+            if etag is None:
+                return client.create_entity(_to_azure(row))
+            return client.update_entity(
+                _to_azure(row), mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
+            )
+
+        with _azure_errors(f"conditional write to {where}"):
+            try:
+                written = _create_on_miss(write, lambda: self._service.create_table(physical))
+            except ResourceExistsError as exc:
+                raise ConflictError(f"{where}: exists already (insert expected a new row)") from exc
+            except ResourceNotFoundError as exc:
+                raise ConflictError(f"{where}: deleted since it was read (ETag {etag!r})") from exc
+            except (ResourceModifiedError, HttpResponseError) as exc:
+                if getattr(exc, "status_code", None) != 412:
+                    raise
+                raise ConflictError(f"{where}: changed since it was read (ETag {etag!r})") from exc
+        return str(written["etag"])
+
     def query(self, table: str, partition_key: str | None = None) -> list[Entity]:
         """Return rows sorted by (PartitionKey, RowKey) (see ``TableStore.query``)."""
         client = self._client(table)
@@ -402,9 +446,13 @@ class AzureStorage(Storage):
         """
         _check_prefix(name_prefix)
         try:
-            blob_service = BlobServiceClient.from_connection_string(connection_string)
-            table_service = TableServiceClient.from_connection_string(connection_string)
-            queue_service = QueueServiceClient.from_connection_string(connection_string)
+            blob_service = BlobServiceClient.from_connection_string(connection_string, **azure_client_options("blob"))
+            table_service = TableServiceClient.from_connection_string(
+                connection_string, **azure_client_options("table")
+            )
+            queue_service = QueueServiceClient.from_connection_string(
+                connection_string, **azure_client_options("queue")
+            )
         except (ValueError, AzureError) as exc:
             raise StorageError(
                 f"invalid Azure Storage connection string ({type(exc).__name__}: {str(exc)[:200]}); "
@@ -437,8 +485,14 @@ class AzureStorage(Storage):
 
             credential = DefaultAzureCredential()
         return cls(
-            BlobServiceClient(f"https://{account}.blob.core.windows.net", credential=credential),
-            TableServiceClient(f"https://{account}.table.core.windows.net", credential=credential),
-            QueueServiceClient(f"https://{account}.queue.core.windows.net", credential=credential),
+            BlobServiceClient(
+                f"https://{account}.blob.core.windows.net", credential=credential, **azure_client_options("blob")
+            ),
+            TableServiceClient(
+                f"https://{account}.table.core.windows.net", credential=credential, **azure_client_options("table")
+            ),
+            QueueServiceClient(
+                f"https://{account}.queue.core.windows.net", credential=credential, **azure_client_options("queue")
+            ),
             name_prefix=name_prefix,
         )

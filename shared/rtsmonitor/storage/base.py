@@ -374,6 +374,31 @@ class TableStore(ABC):
         """
 
     @abstractmethod
+    def get_versioned(self, table: str, partition_key: str, row_key: str) -> tuple[Entity, str]:
+        """Return one row and its ETag, an opaque text that changes on every write of the row.
+
+        Raises
+        ------
+        NotFoundError
+            If the row (or the table) does not exist.
+        """
+
+    @abstractmethod
+    def put_if(self, table: str, entity: Mapping[str, object], etag: str | None) -> str:
+        """Write a row only if nobody wrote it since it was read; return its new ETag.
+
+        With ``etag=None`` the row is inserted only if it does not exist; otherwise it is replaced
+        only if its ETag still equals ``etag`` (optimistic concurrency, as Azure Tables' If-Match).
+
+        Raises
+        ------
+        ConflictError
+            If the row exists (``etag=None``), or was changed or deleted since ``etag`` was read.
+        StorageError
+            If the entity breaks the rules (see ``normalize_entity``) or the backend fails.
+        """
+
+    @abstractmethod
     def query(self, table: str, partition_key: str | None = None) -> list[Entity]:
         """Return the rows of one partition, or of the whole table, sorted by (PartitionKey, RowKey).
 

@@ -25,13 +25,13 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from rtsmonitor.errors import NotFoundError, StorageError
+from rtsmonitor.errors import ConflictError, NotFoundError, StorageError
 from rtsmonitor.storage.base import (
     BlobStore,
     Entity,
@@ -61,6 +61,7 @@ CREATE TABLE IF NOT EXISTS entities (
     pk TEXT NOT NULL,
     rk TEXT NOT NULL,
     props TEXT NOT NULL,
+    etag TEXT,
     PRIMARY KEY (tbl, pk, rk)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS messages (
@@ -260,9 +261,22 @@ class _Database:
             try:
                 _use_wal(connection)
                 connection.executescript(_SCHEMA)
+                _add_etag_column(connection)
             finally:
                 connection.close()
             self._ready = True
+
+
+def _add_etag_column(connection: sqlite3.Connection) -> None:
+    """Give a table file written before ETags existed its ``etag`` column (rows without one read as ``"0"``)."""
+    columns = {row[1] for row in connection.execute("PRAGMA table_info(entities)")}
+    if "etag" not in columns:
+        with suppress(sqlite3.OperationalError):  # another process added it first
+            connection.execute("ALTER TABLE entities ADD COLUMN etag TEXT")
+
+
+def _new_etag() -> str:
+    return uuid.uuid4().hex
 
 
 def _use_wal(connection: sqlite3.Connection) -> None:
@@ -348,23 +362,49 @@ class LocalTableStore(TableStore):
         where = f"upsert into table {table!r}, row ({row['PartitionKey']!r}, {row['RowKey']!r})"
         with self._db.connect(where) as connection:
             connection.execute(
-                "INSERT OR REPLACE INTO entities (tbl, pk, rk, props) VALUES (?, ?, ?, ?)",
-                (table, row["PartitionKey"], row["RowKey"], _encode_properties(row)),
+                "INSERT OR REPLACE INTO entities (tbl, pk, rk, props, etag) VALUES (?, ?, ?, ?, ?)",
+                (table, row["PartitionKey"], row["RowKey"], _encode_properties(row), _new_etag()),
             )
+
+    def put_if(self, table: str, entity: Mapping[str, object], etag: str | None) -> str:
+        """Insert (``etag=None``) or replace a row only if unchanged since read (see ``TableStore.put_if``)."""
+        check_table_name(table)
+        row = normalize_entity(table, entity)
+        keys = (table, row["PartitionKey"], row["RowKey"])
+        where = f"table {table!r}, row ({row['PartitionKey']!r}, {row['RowKey']!r})"
+        new_etag = _new_etag()
+        with self._db.connect(f"conditional write to {where}") as connection, _transaction(connection):
+            found = connection.execute(
+                "SELECT coalesce(etag, '0') FROM entities WHERE tbl = ? AND pk = ? AND rk = ?", keys
+            ).fetchone()
+            if etag is None and found is not None:
+                raise ConflictError(f"{where}: exists already (insert expected a new row)")
+            if etag is not None and (found is None or found[0] != etag):
+                now = "deleted" if found is None else "changed"
+                raise ConflictError(f"{where}: {now} since it was read (ETag {etag!r})")
+            connection.execute(
+                "INSERT OR REPLACE INTO entities (tbl, pk, rk, props, etag) VALUES (?, ?, ?, ?, ?)",
+                (*keys, _encode_properties(row), new_etag),
+            )
+        return new_etag
 
     def get(self, table: str, partition_key: str, row_key: str) -> Entity:
         """Return one row (see ``TableStore.get``)."""
+        return self.get_versioned(table, partition_key, row_key)[0]
+
+    def get_versioned(self, table: str, partition_key: str, row_key: str) -> tuple[Entity, str]:
+        """Return one row and its ETag (see ``TableStore.get_versioned``)."""
         check_table_name(table)
         check_keys(table, partition_key, row_key)
         where = f"table {table!r}, row ({partition_key!r}, {row_key!r})"
         with self._db.connect(f"get from {where}") as connection:
             found = connection.execute(
-                "SELECT props FROM entities WHERE tbl = ? AND pk = ? AND rk = ?",
+                "SELECT props, coalesce(etag, '0') FROM entities WHERE tbl = ? AND pk = ? AND rk = ?",
                 (table, partition_key, row_key),
             ).fetchone()
         if found is None:
             raise NotFoundError(f"{where} not found")
-        return _decode_row(partition_key, row_key, found[0])
+        return _decode_row(partition_key, row_key, found[0]), str(found[1])
 
     def query(self, table: str, partition_key: str | None = None) -> list[Entity]:
         """Return rows sorted by (PartitionKey, RowKey) (see ``TableStore.query``)."""
