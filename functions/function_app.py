@@ -7,7 +7,8 @@ where the logic lives (and where ``rts monitor`` calls the same code without the
 - ``yearly_run``: timer (app setting ``RTS_YEARLY_SCHEDULE``, 1 October by default): queue the new summer;
 - ``process_site_year``: queue trigger on ``site-years``: one site-year end to end;
 - ``record_poison``: queue trigger on ``site-years-poison``: record a site-year that failed for good;
-- ``get_sites``, ``get_site``, ``get_records``, ``get_site_records``: HTTP GET, JSON or CSV.
+- ``get_sites``, ``get_site``, ``get_records``, ``get_site_records``: HTTP GET, JSON or CSV;
+- ``get_site_report``: HTTP GET, one site's self-contained HTML report (:mod:`rtsmonitor.htmlreport`).
 
 Security (functions/README.md, "Security"): the HTTP functions need a function key
 (``AuthLevel.FUNCTION``); every route parameter and query parameter is checked before storage is
@@ -36,7 +37,7 @@ from functools import cache
 
 import azure.functions as func
 
-from rtsmonitor import handlers
+from rtsmonitor import handlers, htmlreport
 from rtsmonitor.errors import NotFoundError, StorageError
 from rtsmonitor.jobs import POISON_QUEUE, SITE_YEARS_QUEUE
 from rtsmonitor.redaction import install_redaction, redact, redacted_exception
@@ -170,6 +171,14 @@ def _site(request: func.HttpRequest) -> func.HttpResponse:
     return _json(handlers.sites_json(storage(), site_id)[0])
 
 
+def _report(request: func.HttpRequest) -> func.HttpResponse:
+    handlers.check_params(request.params, htmlreport.REPORT_PARAMS)
+    site_id = handlers.check_site_id(request.route_params["site_id"])  # checked before storage is touched
+    page = htmlreport.report_html(storage(), site_id)
+    headers = {"Content-Security-Policy": htmlreport.CONTENT_SECURITY_POLICY, "X-Content-Type-Options": "nosniff"}
+    return func.HttpResponse(page, status_code=200, mimetype="text/html", charset="utf-8", headers=headers)
+
+
 def _records(request: func.HttpRequest, site_id: str | None) -> func.HttpResponse:
     query = handlers.RecordsQuery.from_params(request.params, site_id)  # checked before storage is touched
     return _page(handlers.records_page(storage(), query))
@@ -197,3 +206,9 @@ def get_records(req: func.HttpRequest) -> func.HttpResponse:
 def get_site_records(req: func.HttpRequest) -> func.HttpResponse:
     """One site's records by year, one page (the parameters of ``get_records``)."""
     return _answer(req, lambda: _records(req, req.route_params["site_id"]))
+
+
+@app.route(route="sites/{site_id}/report", methods=["GET"])
+def get_site_report(req: func.HttpRequest) -> func.HttpResponse:
+    """One site's report: a self-contained HTML page (chart, map with a year slider, slump table); 404 if none."""
+    return _answer(req, lambda: _report(req))

@@ -276,11 +276,59 @@ def monitor(
     if records:
         click.echo(summary_table(records))
     click.echo(f"records: {exported.records_csv}; chart: {exported.chart}; report: {exported.report}")
+    for path in exported.site_reports:
+        click.echo(f"report (open in a browser): {path}")
     if drained.queue.poisoned:
         raise click.ClickException(
             f"{len(drained.queue.poisoned)} site-year(s) failed after every retry (their records say why; "
             f"the messages are in {POISON_QUEUE})"
         )
+
+
+@main.command()
+@click.argument("site")
+@click.option(
+    "--store",
+    "storage_spec",
+    default="rts-output/store",
+    show_default=True,
+    help="Storage: a local folder, 'azure:' (connection string from $RTS_STORAGE_CONNECTION_STRING or "
+    "$AzureWebJobsStorage) or 'azure://ACCOUNT' (Entra ID).",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="HTML file to write (default rts-output/reports/SITE.html).",
+)
+def report(site: str, storage_spec: str, out: Path | None) -> None:
+    """Write SITE's report as one self-contained HTML page: chart, map with a year slider, slump table.
+
+    The page needs no network: open it from disk in any browser. An unknown site, or one without
+    records, writes nothing and exits 1.
+    """
+    from rtsmonitor.errors import NotFoundError
+    from rtsmonitor.htmlreport import write_site_report
+    from rtsmonitor.sites import is_site_id
+    from rtsmonitor.storage import open_storage
+
+    if not is_site_id(site):
+        raise click.ClickException(f"{site!r} is not a site id: 1-63 lowercase letters, digits and hyphens")
+    if not storage_spec.startswith("azure") and not Path(storage_spec.removeprefix("local:")).is_dir():
+        raise click.ClickException(f"no store at {storage_spec}: give the folder 'rts monitor' or 'rts demo' wrote")
+    path = out or Path("rts-output") / "reports" / f"{site}.html"
+    try:
+        written = write_site_report(open_storage(storage_spec), site, path)
+    except NotFoundError as exc:
+        raise click.ClickException(str(exc)) from None
+    for year, reason in written.broken_years.items():
+        click.echo(f"warning: {year} is broken: {reason}", err=True)
+    if written.tracking_note:
+        click.echo(f"note: {written.tracking_note}", err=True)
+    years = [r.year for r in written.records]
+    click.echo(
+        f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): {site} {min(years)}-{max(years)}, "
+        f"{len(written.slumps)} tracked slump(s); open it in a browser"
+    )
 
 
 @main.command()

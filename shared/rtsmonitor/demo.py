@@ -5,8 +5,9 @@ paper's summers 2016-2021 (slumps drawn where the real Nitze et al. 2021 labels 
 files are at hand), serves it with the local STAC API, publishes the bundled demo model to a local
 folder store, and then runs the Functions' orchestration: each paper site's config is uploaded and
 registered (the blob trigger), its backfill is queued, and every site-year is processed by the
-queue handler. It ends with the records CSV, per-year polygons, the paper's Figure 3 as a chart
-and a Markdown report.
+queue handler (which also tracks each slump through the years and writes the results' STAC
+catalog). It ends with the records CSV, per-year polygons, the paper's Figure 3 as a chart, a
+Markdown report and one HTML report per site.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from rtsmonitor.catalog import CATALOG_BLOB
 from rtsmonitor.errors import ConfigError
 from rtsmonitor.inference import Model
 from rtsmonitor.modelstore import DEMO_BUNDLE, fetch_current_bundle, publish_model
@@ -25,7 +27,7 @@ from rtsmonitor.offline.corpus import CorpusSummary, build_corpus
 from rtsmonitor.offline.paper import label_slumps, site_labels
 from rtsmonitor.offline.stacserver import LocalStacServer
 from rtsmonitor.offline.synthetic import Slump
-from rtsmonitor.records import SiteYearRecord
+from rtsmonitor.records import RESULTS_CONTAINER, SiteYearRecord
 from rtsmonitor.report import summary_table
 from rtsmonitor.sites import (
     DEFAULT_LABELS_DIR,
@@ -130,6 +132,9 @@ def run_demo(
     )
     files = f"{exported.records_csv}, {exported.chart}, {exported.report}"
     say(f"4/4 wrote {files} and {len(exported.polygons)} polygon files")
+    say(f"    STAC catalog of the results: {storage.root / 'blobs' / RESULTS_CONTAINER / CATALOG_BLOB}")
+    for path in exported.site_reports:
+        say(f"    report (open in a browser): {path}")
     say("")
     say(summary_table(records))
     return DemoResult(corpus, drained, records, exported, time.perf_counter() - started)

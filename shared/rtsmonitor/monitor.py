@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rtsmonitor import handlers
+from rtsmonitor.errors import NotFoundError
+from rtsmonitor.htmlreport import write_site_report
 from rtsmonitor.jobs import MAX_DEQUEUE_COUNT, QueueRun, run_queue
 from rtsmonitor.records import RESULTS_CONTAINER, SiteYearRecord, read_records, records_csv
 from rtsmonitor.registry import SITES_CONTAINER, Registration
@@ -83,14 +85,16 @@ class Exported:
     chart: Path | None
     report: Path | None
     polygons: list[Path]
+    site_reports: list[Path] = field(default_factory=list)
 
 
 def export_products(
     storage: Storage, out: Path, *, title: str, notes: Sequence[str] = (), site_ids: Sequence[str] | None = None
 ) -> tuple[list[SiteYearRecord], Exported]:
-    """Write the records CSV, each ok site-year's polygons, the Figure-3 chart and a report into ``out``.
+    """Write the records CSV, each ok site-year's polygons, the Figure-3 chart and the reports into ``out``.
 
-    With no records yet, only the (empty) CSV and JSON are written.
+    The reports: one Markdown report of all sites, one HTML page per site (``reports/<site>.html``,
+    :mod:`rtsmonitor.htmlreport`). With no records yet, only the (empty) CSV and JSON are written.
     """
     out.mkdir(parents=True, exist_ok=True)
     records = [r for r in read_records(storage) if site_ids is None or r.site_id in site_ids]
@@ -105,8 +109,17 @@ def export_products(
             path.write_bytes(data)
             polygons.append(path)
     chart = report = None
+    site_reports = []
     if records:
         chart = plot_site_years(records, out / "rts_area_per_year.png", title=title)
         report = write_markdown_report(records, out / "report.md", chart=chart, title=title, notes=notes)
+        for site_id in sorted({r.site_id for r in records}):
+            path = out / "reports" / f"{site_id}.html"
+            try:
+                write_site_report(storage, site_id, path)
+            except NotFoundError as exc:  # e.g. records of a site that was never registered
+                log.warning("no HTML report for %s: %s", site_id, exc)
+                continue
+            site_reports.append(path)
     (out / "records.json").write_text(json.dumps([r.as_row() for r in records], indent=2))
-    return records, Exported(csv_path, chart, report, polygons)
+    return records, Exported(csv_path, chart, report, polygons, site_reports)

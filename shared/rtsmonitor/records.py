@@ -18,7 +18,7 @@ import csv
 import io
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
@@ -43,7 +43,10 @@ class SiteYearRecord:
     Areas are in m^2 on the site's UTM grid; carbon is the net loss to the atmosphere (positive =
     source) in t C/yr and t CO2/yr after Turetsky et al. 2020 (see :mod:`rtsmonitor.carbon`); every
     ``*_err`` is the +- uncertainty of the value before it. ``model_note`` says when other years of
-    the site were processed with another model (:func:`model_mix_note`).
+    the site were processed with another model (:func:`model_mix_note`). ``rts_new``,
+    ``rts_vanished`` and ``rts_growing`` count the year's slumps by their tracked fate; slump
+    tracking (:mod:`rtsmonitor.tracking`) sets them after the commit (:func:`set_tracking_counts`),
+    so they are ``None`` until it has run, and for a year whose objects it could not read.
     """
 
     site_id: str
@@ -62,6 +65,9 @@ class SiteYearRecord:
     rts_count: int | None = None
     rts_area_m2: float | None = None
     rts_area_err_m2: float | None = None
+    rts_new: int | None = None
+    rts_vanished: int | None = None
+    rts_growing: int | None = None
     carbon_t_c_per_yr: float | None = None
     carbon_t_c_err_per_yr: float | None = None
     co2_t_per_yr: float | None = None
@@ -153,6 +159,50 @@ def commit_record(storage: Storage, record: SiteYearRecord, etag: str | None) ->
     except ConflictError:
         return False
     return True
+
+
+TRACKING_COUNT_ATTEMPTS = 5
+"""How often :func:`set_tracking_counts` re-reads and rewrites a row that another writer changed meanwhile."""
+
+
+def set_tracking_counts(
+    storage: Storage,
+    site_id: str,
+    year: int,
+    run_id: str,
+    counts: tuple[int, int, int] | None,
+    *,
+    attempts: int = TRACKING_COUNT_ATTEMPTS,
+) -> bool:
+    """Set ``(rts_new, rts_vanished, rts_growing)`` on the site-year's ok row of run ``run_id``.
+
+    The row is rewritten on condition of its ETag (nothing else in it changes); when another writer
+    changed it meanwhile it is read again and, if it still names ``run_id``, written again. A row
+    that already holds ``counts`` is not written (so repeated tracking leaves ETags alone).
+
+    Returns
+    -------
+    ``False``, writing nothing, when the row no longer is an ok row of ``run_id`` (a new run
+    committed: the counts of ``run_id`` no longer apply), ``True`` otherwise.
+
+    Raises
+    ------
+    ConflictError
+        If the row changed under every one of ``attempts`` writes.
+
+    """
+    new, vanished, growing = counts if counts is not None else (None, None, None)
+    for _ in range(attempts):
+        record, etag = read_record_versioned(storage, site_id, year)
+        if record is None or record.status != "ok" or record.run_id != run_id:
+            return False
+        if (record.rts_new, record.rts_vanished, record.rts_growing) == (new, vanished, growing):
+            return True
+        if commit_record(storage, replace(record, rts_new=new, rts_vanished=vanished, rts_growing=growing), etag):
+            return True
+    raise ConflictError(
+        f"record {site_id}/{year}: changed under each of {attempts} writes of its tracking counts; run tracking again"
+    )
 
 
 def model_mix_note(records: Iterable[SiteYearRecord], record: SiteYearRecord) -> str | None:

@@ -29,7 +29,8 @@ from rasterio.windows import Window
 
 from rtsmonitor import __version__
 from rtsmonitor.carbon import AREA_ERROR_FRACTION, site_carbon
-from rtsmonitor.errors import StorageError
+from rtsmonitor.catalog import write_site_catalog
+from rtsmonitor.errors import ConflictError, StorageError
 from rtsmonitor.grid import SiteGrid, burn_wgs84
 from rtsmonitor.imagery import SceneChoice, choose_summer_scene, read_scene
 from rtsmonitor.inference import MASK_RTS, MASK_UNOBSERVED, Model, Reader, predict_to_files
@@ -56,6 +57,7 @@ from rtsmonitor.stack import make_stack
 from rtsmonitor.storage import Storage
 from rtsmonitor.terrain import DemSource, slope_on_grid
 from rtsmonitor.tiling import select_layers
+from rtsmonitor.tracking import track_site
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +126,7 @@ def process_site_year(storage: Storage, job: SiteYearJob, services: Services, *,
     times = StageTimes()
     site = read_site(storage, job.site_id).config
     grid = site.grid()
-    _, etag = read_record_versioned(storage, job.site_id, job.year)
+    previous, etag = read_record_versioned(storage, job.site_id, job.year)
     run_id = new_run_id()  # after the ETag is read: see rtsmonitor.records
     with times.stage("scene search"):
         choice: SceneChoice = choose_summer_scene(
@@ -146,7 +148,7 @@ def process_site_year(storage: Storage, job: SiteYearJob, services: Services, *,
             seconds=round(time.perf_counter() - started, 2),
             attempts=attempts,
         )
-        return _commit(storage, record, etag, times)
+        return _commit(storage, record, etag, previous, times)
 
     chosen = choice.chosen
     canvas = QuicklookCanvas(grid)
@@ -224,7 +226,7 @@ def process_site_year(storage: Storage, job: SiteYearJob, services: Services, *,
         attempts=attempts,
     )
     log.info("%s %d: %s", site.id, job.year, ", ".join(f"{k} {v:.2f} s" for k, v in times.seconds.items()))
-    return _commit(storage, record, etag, times)
+    return _commit(storage, record, etag, previous, times)
 
 
 @contextmanager
@@ -238,33 +240,60 @@ def _deleted_on_error(storage: Storage, site_id: str, year: int, run_id: str) ->
         raise
 
 
-def _commit(storage: Storage, record: SiteYearRecord, etag: str | None, times: StageTimes) -> Outcome:
-    """Write ``record`` unless another run committed since ``etag`` was read, then prune older runs.
+def _commit(
+    storage: Storage,
+    record: SiteYearRecord,
+    etag: str | None,
+    previous: SiteYearRecord | None,
+    times: StageTimes,
+) -> Outcome:
+    """Write ``record`` unless another run committed since ``etag`` was read; prune, track, catalogue.
 
-    The record notes other models used in the site's series (:func:`~rtsmonitor.records.model_mix_note`).
+    ``previous`` is the record ``etag`` belongs to. If the row changed since but still names the
+    same run, only derived fields changed (tracking counts of another year's run): the commit is
+    tried again on the new ETag. The record notes other models used in the site's series
+    (:func:`~rtsmonitor.records.model_mix_note`). After the commit the site's slumps are tracked
+    again (:func:`~rtsmonitor.tracking.track_site`) and its STAC collection rewritten
+    (:func:`~rtsmonitor.catalog.write_site_catalog`).
     """
     run_id = record.run_id
     if run_id is None:
         raise ValueError(f"record {record.site_id}/{record.year} has no run id to commit")
     with _deleted_on_error(storage, record.site_id, record.year, run_id):
         record = replace(record, model_note=model_mix_note(read_records(storage, record.site_id), record))
-    error: StorageError | None = None
-    try:
-        committed = commit_record(storage, record, etag)
-    except StorageError as exc:
-        committed, error = False, exc
-    if not committed:
+    for _ in range(COMMIT_ATTEMPTS):
+        error: StorageError | None = None
+        try:
+            committed = commit_record(storage, record, etag)
+        except StorageError as exc:
+            committed, error = False, exc
+        if committed:
+            break
         # A write whose answer was lost, retried by the client, reads as a conflict (or an error):
         # the row says whether it landed.
-        current = read_record(storage, record.site_id, record.year)
-        if current is None or current.run_id != run_id:
-            delete_run(storage, record.site_id, record.year, run_id)
-            if error is not None:
-                raise error
-            log.warning("%s %d: another run committed first; run %s dropped", record.site_id, record.year, run_id)
-            return Outcome(current or record, times.seconds, superseded=True)
+        current, current_etag = read_record_versioned(storage, record.site_id, record.year)
+        if current is not None and current.run_id == run_id:
+            break
+        if error is None and current is not None and previous is not None and current.run_id == previous.run_id:
+            etag = current_etag  # the same run's row, its derived fields updated: commit again
+            continue
+        delete_run(storage, record.site_id, record.year, run_id)
+        if error is not None:
+            raise error
+        log.warning("%s %d: another run committed first; run %s dropped", record.site_id, record.year, run_id)
+        return Outcome(current or record, times.seconds, superseded=True)
+    else:
+        delete_run(storage, record.site_id, record.year, run_id)
+        raise ConflictError(f"{record.site_id} {record.year}: the record kept changing; run {run_id} dropped")
     prune_runs(storage, record.site_id, record.year, keep_run_id=run_id, started_before=run_id)
-    return Outcome(record, times.seconds)
+    with times.stage("tracking + catalog"):
+        track_site(storage, record.site_id)
+        write_site_catalog(storage, record.site_id)
+    return Outcome(read_record(storage, record.site_id, record.year) or record, times.seconds)
+
+
+COMMIT_ATTEMPTS = 5
+"""Commits tried while only derived fields of the same run's row change under this run."""
 
 
 READ_STAGE = "read bands + slope"

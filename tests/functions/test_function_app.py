@@ -198,6 +198,7 @@ def test_function_metadata_binds_every_trigger() -> None:
         "get_site": ("sites/{site_id}", ["GET"], "FUNCTION"),
         "get_records": ("records", ["GET"], "FUNCTION"),
         "get_site_records": ("sites/{site_id}/records", ["GET"], "FUNCTION"),
+        "get_site_report": ("sites/{site_id}/report", ["GET"], "FUNCTION"),
     }
 
 

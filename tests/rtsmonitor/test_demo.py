@@ -10,12 +10,16 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from rtsmonitor.catalog import validate_catalog
 from rtsmonitor.cli import main
 from rtsmonitor.demo import DEMO_YEARS, demo_slumps, run_demo
 from rtsmonitor.labels import rasterise, read_labels
 from rtsmonitor.offline.stacserver import LocalStacServer
+from rtsmonitor.records import read_records
 from rtsmonitor.sites import paper_site, paper_site_paths
 from rtsmonitor.stack import INPUT_LAYERS, MASK_LAYER, read_stack
+from rtsmonitor.storage import LocalStorage
+from rtsmonitor.tracking import read_slump_rows
 
 REAL_LABELS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "labels"
 
@@ -45,6 +49,15 @@ def test_demo_runs_the_monitoring_job_offline(tmp_path: Path) -> None:
     assert result.exported.chart is not None and result.exported.chart.stat().st_size > 10_000
     assert result.exported.report is not None and "rts_area_per_year.png" in result.exported.report.read_text()
     assert "\nhorton01  2016  " in "\n".join(lines)  # the summary table
+    # tracking, the STAC catalog and the HTML report, written by the queue handler and the export
+    store = LocalStorage(tmp_path / "store")
+    slumps = read_slump_rows(store, "horton01")
+    assert {row.year for row in slumps} == {r.year for r in ok}
+    assert all(r.rts_new is not None for r in read_records(store, "horton01") if r.status == "ok")
+    assert validate_catalog(store) == {}
+    assert [p.name for p in result.exported.site_reports] == ["horton01.html"]
+    assert any(line.endswith("reports/horton01.html") and "open in a browser" in line for line in lines)
+    assert any("STAC catalog" in line and line.endswith("_stac/catalog.json") for line in lines)
 
 
 def test_demo_without_label_files_uses_random_slumps(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -27,7 +27,7 @@ from rtsmonitor.jobs import SiteYearJob
 from rtsmonitor.modelstore import DEMO_BUNDLE, MODELS_CONTAINER, publish_model
 from rtsmonitor.offline.corpus import build_corpus
 from rtsmonitor.offline.stacserver import LocalStacServer
-from rtsmonitor.records import RESULTS_CONTAINER, read_record
+from rtsmonitor.records import RECORDS_TABLE, RESULTS_CONTAINER, read_record, read_record_versioned
 from rtsmonitor.registry import register_site
 from rtsmonitor.sites import SiteConfig
 from rtsmonitor.siteyear import PRODUCT_TYPES, Services, process_site_year
@@ -308,8 +308,12 @@ def test_a_commit_whose_answer_is_lost_is_recognised_as_landed(
     storage = LocalStorage(tmp_path / "store")
     register_site(storage, f"{SITE}.json", json.dumps(CONFIG).encode())
 
+    lost: list[bool] = []
+
     def lose_answer() -> None:
-        raise lost_answer
+        if not lost:  # the commit's answer; later conditional writes (tracking counts) get theirs
+            lost.append(True)
+            raise lost_answer
 
     outcome = process_site_year(Hooked(storage, lambda *_: None, lose_answer), SiteYearJob(SITE, 2021), env.services)
     assert not outcome.superseded
@@ -376,3 +380,25 @@ def test_a_series_processed_with_two_models_says_so(env: Env, tmp_path: Path) ->
     assert f"{first.model_name}/{first.model_version}" in second.model_note
     same = process_site_year(storage, SiteYearJob(SITE, 2021), env.services).record  # back to one model
     assert same.model_note is None
+
+
+def test_a_rerun_commits_when_only_derived_fields_of_the_old_row_changed_meanwhile(env: Env, tmp_path: Path) -> None:
+    """Tracking another year rewrites this year's counts on the old row: that is no competing run."""
+    storage = LocalStorage(tmp_path / "store")
+    register_site(storage, f"{SITE}.json", json.dumps(CONFIG).encode())
+    first = process_site_year(storage, SiteYearJob(SITE, 2021), env.services).record
+    touched: list[bool] = []
+
+    def touch_counts(operation: str, args: tuple[object, ...]) -> None:
+        if operation == "blob write" and args[0] == RESULTS_CONTAINER and not touched:
+            touched.append(True)
+            old, etag = read_record_versioned(storage, SITE, 2021)
+            assert old is not None and old.run_id == first.run_id
+            storage.tables.put_if(RECORDS_TABLE, replace(old, rts_new=99).to_entity(), etag)
+
+    outcome = process_site_year(Hooked(storage, touch_counts), SiteYearJob(SITE, 2021), env.services)
+    assert touched and not outcome.superseded
+    assert outcome.record.run_id != first.run_id
+    assert_one_complete_result(storage)
+    record = read_record(storage, SITE, 2021)
+    assert record is not None and record.run_id == outcome.record.run_id and record.rts_new != 99

@@ -18,6 +18,17 @@ Relative hrefs in items (assets and links) are relative to ``<root>``; responses
 with the request's base URL. The folder is indexed at start-up and re-scanned when a collection or
 items directory changes (files are written atomically, by rename), or on :meth:`StacIndex.reload`.
 
+It can also serve a static catalog as pystac writes it (relative hrefs, no ``self`` links), such as
+the results catalog of :mod:`rtsmonitor.catalog` (``_stac/catalog.json`` in the results folder,
+``<store>/blobs/results``): with ``static_root`` (a folder) and ``static_catalog`` (the root
+catalog's path inside it), the collections and items reachable from that catalog through ``child``
+and ``item`` links are searchable like the others, every file under ``static_root`` is served at
+``/static/...`` with Range support, and relative hrefs of their assets and links point there. An
+href that leaves ``static_root`` is left out of the responses (the server cannot serve it), and an
+unreadable document is skipped. The static catalog is re-read when one of its documents changes.
+Either folder may be given alone; collection ids must differ between the two (the corpus folder's
+collection wins a clash).
+
 Range requests are answered by Starlette's ``FileResponse`` (Starlette 1.10: single ranges as 206
 with ``Content-Range``, several ranges as ``multipart/byteranges``, ``Accept-Ranges: bytes``, HEAD,
 416 for a start beyond the end of the file, 400 for a malformed header).
@@ -29,6 +40,8 @@ import argparse
 import copy
 import dataclasses
 import json
+import logging
+import posixpath
 import socket
 import subprocess
 import sys
@@ -53,6 +66,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger(__name__)
 
 DEFAULT_LIMIT = 10
 """Items per page when a search gives no ``limit`` (as stac-fastapi)."""
@@ -80,6 +95,11 @@ CONFORMS_TO: tuple[str, ...] = (
 
 GEOJSON = "application/geo+json"
 _REWRITTEN_RELS = frozenset({"self", "root", "parent", "collection"})
+STATIC_PATH = "/static"
+"""Where the files of a static catalog's folder (``static_root``) are served."""
+STATIC_CATALOG = "_stac/catalog.json"
+"""Default path of the root catalog inside ``static_root``: ``rtsmonitor.catalog.CATALOG_BLOB`` in the results
+folder (spelled out, not imported: the server child process starts faster without the catalog's imports)."""
 
 
 class ApiError(Exception):
@@ -107,19 +127,29 @@ class _Item:
 
 
 class StacIndex:
-    """The collections and items of a folder, in memory; re-scanned when the folder changes."""
+    """The collections and items of a folder and/or a static catalog, in memory; re-scanned when they change."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
+    def __init__(
+        self, root: Path | None, *, static_root: Path | None = None, static_catalog: str = STATIC_CATALOG
+    ) -> None:
+        self.root = None if root is None else Path(root)
+        self.static_root = None if static_root is None else Path(static_root)
+        self.static_catalog = static_catalog
         self._lock = threading.Lock()
         self._signature: tuple[tuple[str, int], ...] = ()
+        self._static_files: tuple[Path, ...] = ()
         self.collections: dict[str, dict[str, Any]] = {}
         self.items: list[_Item] = []
         self.reload()
 
     def _current_signature(self) -> tuple[tuple[str, int], ...]:
-        collections = self.root / "collections"
+        return tuple(_mtime(path) for path in self._static_files) + self._folder_signature()
+
+    def _folder_signature(self) -> tuple[tuple[str, int], ...]:
+        if self.root is None:
+            return ()
         entries: list[tuple[str, int]] = []
+        collections = self.root / "collections"
         if collections.is_dir():
             entries.append((str(collections), collections.stat().st_mtime_ns))
             for folder in sorted(collections.iterdir()):
@@ -129,23 +159,126 @@ class StacIndex:
         return tuple(entries)
 
     def reload(self) -> None:
-        """Read every collection and item of the folder again."""
+        """Read every collection and item of the folder and of the static catalog again."""
         with self._lock:
-            signature = self._current_signature()
+            static = _StaticCatalog(self.static_root, self.static_catalog) if self.static_root is not None else None
+            self._static_files = tuple(Path(path) for path, _ in static.files) if static is not None else ()
+            signature = (tuple(static.files) if static is not None else ()) + self._folder_signature()
             collections: dict[str, dict[str, Any]] = {}
             items: list[_Item] = []
-            folder = self.root / "collections"
-            for collection_file in sorted(folder.glob("*/collection.json")) if folder.is_dir() else []:
+            folder = self.root / "collections" if self.root is not None else None
+            for collection_file in sorted(folder.glob("*/collection.json")) if folder and folder.is_dir() else []:
                 data = json.loads(collection_file.read_text())
                 collections[data["id"]] = data
                 for item_file in sorted((collection_file.parent / "items").glob("*.json")):
                     items.append(_index_item(json.loads(item_file.read_text()), data["id"]))
+            if static is not None:
+                for collection_id, data in static.collections.items():
+                    if collection_id in collections:
+                        log.warning("static catalog: collection %r is already served; skipped", collection_id)
+                        continue
+                    collections[collection_id] = data
+                    items.extend(item for item in static.items if item.collection == collection_id)
             self.collections, self.items, self._signature = collections, items, signature
 
     def refresh(self) -> None:
-        """Re-scan if a collection or items directory changed since the last scan."""
+        """Re-scan if a collection or items directory, or a static catalog document, changed since the last scan."""
         if self._current_signature() != self._signature:
             self.reload()
+
+
+def _mtime(path: Path) -> tuple[str, int]:
+    """``(path, mtime in ns)``, with -1 for a file that cannot be read."""
+    try:
+        return str(path), path.stat().st_mtime_ns
+    except OSError:
+        return str(path), -1
+
+
+class _StaticCatalog:
+    """The collections and items reachable from a static catalog's root through child and item links.
+
+    ``files`` lists every document read (or tried) with its mtime from before the read, so that a
+    change to any of them, even one during the read, is noticed.
+    Relative hrefs are rewritten to ``static/<path inside the folder>`` (made absolute per request);
+    hrefs that leave the folder are dropped, and so are the tree links the API writes itself.
+    """
+
+    def __init__(self, folder: Path, catalog: str) -> None:
+        self.folder = folder
+        self.files: list[tuple[str, int]] = []
+        self.collections: dict[str, dict[str, Any]] = {}
+        self.items: list[_Item] = []
+        self._seen: set[str] = set()
+        self._walk(posixpath.normpath(catalog), None)
+
+    def _read(self, relative: str) -> dict[str, Any] | None:
+        path = self.folder / relative
+        self.files.append(_mtime(path))
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            log.warning("static catalog: skipped %s (%s)", path, exc)
+            return None
+        return data if isinstance(data, dict) else None
+
+    def _walk(self, relative: str, collection_id: str | None) -> None:
+        if relative in self._seen:
+            return
+        self._seen.add(relative)
+        data = self._read(relative)
+        if data is None or not isinstance(data.get("id"), str):
+            return
+        if data.get("type") == "Feature":
+            item = _static_hrefs(data, relative, drop=_REWRITTEN_RELS)
+            self.items.append(_index_item(item, str(data.get("collection") or collection_id or "")))
+            return
+        if data.get("type") == "Collection":
+            collection_id = data["id"]
+            self.collections[collection_id] = _static_hrefs(data, relative, drop={*_REWRITTEN_RELS, "child", "item"})
+        for link in data.get("links", []):
+            if isinstance(link, dict) and link.get("rel") in ("child", "item") and isinstance(link.get("href"), str):
+                target = _static_target(relative, link["href"])
+                if target is not None:
+                    self._walk(target, collection_id)
+
+
+def _static_target(document: str, href: str) -> str | None:
+    """The path inside the static folder of a relative ``href`` of ``document``; ``None`` if it leaves it."""
+    if "://" in href or href.startswith("/"):
+        return None
+    target = posixpath.normpath(posixpath.join(posixpath.dirname(document), href.split("#", 1)[0]))
+    return None if target == ".." or target.startswith("../") else target
+
+
+def _static_hrefs(data: dict[str, Any], document: str, drop: set[str] | frozenset[str]) -> dict[str, Any]:
+    """A copy of a static document with relative hrefs served from :data:`STATIC_PATH`, ``drop`` links removed."""
+    out = copy.deepcopy(data)
+
+    def served(href: Any) -> str | None:
+        if not isinstance(href, str):
+            return None
+        if "://" in href or href.startswith("/vsi"):
+            return href
+        target = _static_target(document, href)
+        return None if target is None else f"{STATIC_PATH.lstrip('/')}/{target}"
+
+    assets = {}
+    for key, asset in (out.get("assets") or {}).items():
+        href = served(asset.get("href")) if isinstance(asset, dict) else None
+        if href is not None:
+            assets[key] = {**asset, "href": href}
+    if "assets" in out:
+        out["assets"] = assets
+    links = []
+    for link in out.get("links", []):
+        if not isinstance(link, dict) or link.get("rel") in drop:
+            continue
+        href = served(link.get("href"))
+        if href is not None:
+            links.append({**link, "href": href})
+    out["links"] = links
+    return out
 
 
 def _index_item(data: dict[str, Any], collection: str) -> _Item:
@@ -881,15 +1014,23 @@ class ByteCountingMiddleware:
 # --- The app and the server ---------------------------------------------------------------------
 
 
-def create_app(root: Path) -> Starlette:
-    """The STAC API + file server over ``root``.
+def create_app(
+    root: Path | None, *, static_root: Path | None = None, static_catalog: str = STATIC_CATALOG
+) -> Starlette:
+    """The STAC API + file server over ``root`` and/or the static catalog ``static_root/static_catalog``.
 
     ``app.state.index`` is the :class:`StacIndex`, ``app.state.counter`` the :class:`TransferCounter`
     of the byte accounting.
     """
-    root = Path(root)
-    index = StacIndex(root)
+    if root is None and static_root is None:
+        raise ValueError("give a corpus folder (root), a static catalog folder (static_root), or both")
+    index = StacIndex(root, static_root=static_root, static_catalog=static_catalog)
     counter = TransferCounter()
+    mounts = []
+    if root is not None:
+        mounts.append(Mount("/files", app=StaticFiles(directory=Path(root) / "files", check_dir=False), name="files"))
+    if static_root is not None:
+        mounts.append(Mount(STATIC_PATH, app=StaticFiles(directory=Path(static_root), check_dir=False), name="static"))
     routes = [
         Route("/", _landing, methods=["GET"]),
         Route("/conformance", _conformance, methods=["GET"]),
@@ -898,7 +1039,7 @@ def create_app(root: Path) -> Starlette:
         Route("/collections/{collection_id}/items", _items, methods=["GET"]),
         Route("/collections/{collection_id}/items/{item_id}", _item, methods=["GET"]),
         Route("/search", _search, methods=["GET", "POST"]),
-        Mount("/files", app=StaticFiles(directory=root / "files", check_dir=False), name="files"),
+        *mounts,
         Route(STATS_PATH, _stats, methods=["GET"]),
         Route(STATS_PATH + "/reset", _reset_stats, methods=["POST"]),
         Route(RELOAD_PATH, _reload, methods=["POST"]),
@@ -946,8 +1087,20 @@ class LocalStacServer:
             client = pystac_client.Client.open(server.url)
     """
 
-    def __init__(self, root: Path, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.root = Path(root)
+    def __init__(
+        self,
+        root: Path | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        static_root: Path | None = None,
+        static_catalog: str = STATIC_CATALOG,
+    ) -> None:
+        if root is None and static_root is None:
+            raise ValueError("give a corpus folder (root), a static catalog folder (static_root), or both")
+        self.root = None if root is None else Path(root)
+        self.static_root = None if static_root is None else Path(static_root)
+        self.static_catalog = static_catalog
         self.host = host
         self._requested_port = port
         self._port: int | None = None
@@ -973,12 +1126,14 @@ class LocalStacServer:
             sys.executable,
             "-m",
             "rtsmonitor.offline.stacserver",
-            str(self.root),
+            *([] if self.root is None else [str(self.root)]),
             "--host",
             self.host,
             "--port",
             str(self._requested_port),
         ]
+        if self.static_root is not None:
+            command += ["--static-root", str(self.static_root), "--static-catalog", self.static_catalog]
         self._process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
         ready: list[str] = []
         reader = threading.Thread(target=lambda: ready.append(self._stdout_line()), daemon=True)
@@ -986,7 +1141,8 @@ class LocalStacServer:
         reader.join(timeout_s)
         if not ready or not ready[0].startswith(READY_PREFIX):
             self.stop()
-            raise RuntimeError(f"local STAC server over {self.root} did not start within {timeout_s} s")
+            where = self.root if self.root is not None else self.static_root
+            raise RuntimeError(f"local STAC server over {where} did not start within {timeout_s} s")
         self._port = int(ready[0].removeprefix(READY_PREFIX))
         deadline = time.monotonic() + timeout_s
         while True:
@@ -1040,7 +1196,7 @@ class LocalStacServer:
         self._post(STATS_PATH + "/reset")
 
     def reload(self) -> None:
-        """Re-read the folder's collections and items now."""
+        """Re-read the folder's (and the static catalog's) collections and items now."""
         self._post(RELOAD_PATH)
 
 
@@ -1051,23 +1207,36 @@ READY_PREFIX = "rts-stac-server listening on port "
 def _serve_child(argv: list[str]) -> None:
     """Entry point of the child process: bind, announce the port on stdout, serve until terminated."""
     parser = argparse.ArgumentParser(prog="python -m rtsmonitor.offline.stacserver")
-    parser.add_argument("root", type=Path)
+    parser.add_argument("root", type=Path, nargs="?")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--static-root", type=Path)
+    parser.add_argument("--static-catalog", default=STATIC_CATALOG)
     args = parser.parse_args(argv)
+    app = create_app(args.root, static_root=args.static_root, static_catalog=args.static_catalog)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((args.host, args.port))
-    config = uvicorn.Config(
-        create_app(args.root), log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=1
-    )
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=1)
     print(f"{READY_PREFIX}{sock.getsockname()[1]}", flush=True)
     uvicorn.Server(config).run(sockets=[sock])
 
 
-def serve(root: Path, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Serve ``root`` in the foreground until interrupted (for a CLI command)."""
-    uvicorn.run(create_app(Path(root)), host=host, port=port, log_level="info")
+def serve(
+    root: Path | None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    static_root: Path | None = None,
+    static_catalog: str = STATIC_CATALOG,
+) -> None:
+    """Serve ``root`` (and/or a static catalog) in the foreground until interrupted (for a CLI command)."""
+    app = create_app(
+        None if root is None else Path(root),
+        static_root=None if static_root is None else Path(static_root),
+        static_catalog=static_catalog,
+    )
+    uvicorn.run(app, host=host, port=port, log_level="info")
 
 
 if __name__ == "__main__":
