@@ -7,7 +7,12 @@ The benchmarks (each also runs on its own, ``python bench/<name>.py``):
 - ``site_scaling``: one site-year end to end for 10 to 10,000 km^2, stage by stage, peak RSS;
 - ``queue_throughput``: site-years per minute of 1, 2 and 4 queue workers against Azurite;
 - ``training_throughput``: tiles/s and epoch time of the paper configuration on CPU;
-- ``quantisation``: int8 (static QDQ and dynamic) demo U-Net against float32: time and pixel F1.
+- ``quantisation``: int8 (static QDQ and dynamic) demo U-Net against float32: time and pixel F1;
+- ``soak`` (run only when named, ``--only soak``: the full run takes minutes and is an audit, not a
+  timing): a few hundred site-year messages through 4 queue workers against Azurite with 10 %
+  injected faults, a killed worker and permanent failures, then an audit of the store (every
+  message accounted for, no duplicate, no orphan, no record without its blobs). On its own,
+  ``python -m bench.soak`` also exits 1 when the audit finds a problem.
 
 Numbers are medians of the runs each benchmark makes; ratios come from one run. No timing is
 asserted anywhere: these print what the machine did.
@@ -27,7 +32,9 @@ if __package__ in (None, ""):
 
 from bench.common import Row, print_table
 
-BENCHMARKS = ("inference_engines", "site_scaling", "queue_throughput", "training_throughput", "quantisation")
+BENCHMARKS = ("inference_engines", "site_scaling", "queue_throughput", "training_throughput", "quantisation", "soak")
+ON_REQUEST = ("soak",)
+"""Benchmarks that run only when ``--only`` names them (not part of the default set)."""
 
 
 def machine() -> str:
@@ -49,13 +56,16 @@ def markdown(rows: list[Row]) -> str:
 
 
 def main() -> None:
-    """Run the benchmarks named by ``--only`` (default all) and print their rows."""
+    """Run the benchmarks named by ``--only`` (default all but :data:`ON_REQUEST`) and print their rows."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smallest cases only (a smoke run)")
-    parser.add_argument("--only", help=f"comma-separated subset of {', '.join(BENCHMARKS)}")
+    parser.add_argument(
+        "--only",
+        help=f"comma-separated subset of {', '.join(BENCHMARKS)} (default: all but {', '.join(ON_REQUEST)})",
+    )
     parser.add_argument("--markdown", type=Path, help="also write the table as Markdown to this file")
     args = parser.parse_args()
-    names = args.only.split(",") if args.only else list(BENCHMARKS)
+    names = args.only.split(",") if args.only else [name for name in BENCHMARKS if name not in ON_REQUEST]
     unknown = sorted(set(names) - set(BENCHMARKS))
     if unknown:
         parser.error(f"unknown benchmark(s) {unknown}; choose from {', '.join(BENCHMARKS)}")

@@ -66,7 +66,7 @@ from rtsmonitor import __version__
 from rtsmonitor.errors import ModelError, NotFoundError
 from rtsmonitor.modelstore import META_NAME, MODELS_CONTAINER, bundle_prefix
 from rtsmonitor.records import RESULTS_CONTAINER, SiteYearRecord, read_records, year_key
-from rtsmonitor.registry import read_site
+from rtsmonitor.registry import list_sites, read_site
 from rtsmonitor.sites import SiteConfig
 from rtsmonitor.storage import Storage
 
@@ -601,21 +601,25 @@ def _root_document(storage: Storage, site_ids: Iterable[str]) -> dict[str, Any]:
     )
     name = _in_results(CATALOG_BLOB)
     catalog.add_link(pystac.Link("root", "./catalog.json", pystac.MediaType.JSON, "RTS monitor results"))
+    titles = _site_names(storage)
     for site_id in site_ids:
-        title = _collection_title(storage, site_id)
         href = _relative(name, _in_results(collection_blob(site_id)))
-        catalog.add_link(pystac.Link("child", href, pystac.MediaType.JSON, title))
+        catalog.add_link(pystac.Link("child", href, pystac.MediaType.JSON, titles.get(site_id, site_id)))
     document: dict[str, Any] = catalog.to_dict(include_self_link=False, transform_hrefs=False)
     return document
 
 
-def _collection_title(storage: Storage, site_id: str) -> str:
-    try:
-        document = json.loads(storage.blobs.read_bytes(RESULTS_CONTAINER, collection_blob(site_id)))
-    except (NotFoundError, ValueError):
-        return site_id
-    title = document.get("title") if isinstance(document, dict) else None
-    return title if isinstance(title, str) else site_id
+def _site_names(storage: Storage) -> dict[str, str]:
+    """Site id -> name (the Collections' titles) from one query of the sites table, not one read per site."""
+    names: dict[str, str] = {}
+    for row in list_sites(storage):
+        try:
+            config = json.loads(str(row.get("config", "")))
+        except ValueError:
+            continue
+        if isinstance(config, dict) and isinstance(config.get("name"), str):
+            names[str(row["RowKey"])] = config["name"]
+    return names
 
 
 # --- Validation -------------------------------------------------------------------------------------

@@ -332,6 +332,67 @@ def report(site: str, storage_spec: str, out: Path | None) -> None:
 
 
 @main.command()
+@click.option("--year", type=int, required=True, help="Summer whose slumps to export.")
+@click.option("--sites", "site_list", help="Comma-separated site ids (default: every site with an ok record then).")
+@click.option("--format", "fmt", required=True, help="File format: gpkg (GeoPackage), parquet (GeoParquet) or geojson.")
+@click.option(
+    "--store",
+    "storage_spec",
+    default="rts-output/store",
+    show_default=True,
+    help="Storage: a local folder, 'azure:' (connection string from $RTS_STORAGE_CONNECTION_STRING or "
+    "$AzureWebJobsStorage) or 'azure://ACCOUNT' (Entra ID).",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    help="File to write (default rts-output/exports/rts-inventory-YEAR.EXT); replaced atomically.",
+)
+@click.option("--operator", help="Who runs the monitor (person or lab): added to CreatorLab, so it changes the UIDs.")
+def export(
+    year: int, site_list: str | None, fmt: str, storage_spec: str, out: Path | None, operator: str | None
+) -> None:
+    """Write the year's RTS inventory across sites in the ARTS community format (EPSG:4326).
+
+    One row per slump: the ARTS fields (UID, centroid, base map, relationships from the tracking),
+    the slump's tracking and its probability statistics. Bad input, or a site-year that cannot be
+    exported, writes nothing and exits 1.
+    """
+    from rtsmonitor.arts import arts_problems
+    from rtsmonitor.inventory import FORMATS, InventoryInputError, check_format, write_inventory, year_inventory
+    from rtsmonitor.storage import open_storage
+
+    options = {"year": "--year", "site_ids": "--sites", "format": "--format"}
+    try:
+        check_format(fmt)
+        path = out or Path("rts-output") / "exports" / f"rts-inventory-{year}{FORMATS[fmt][1]}"
+        if path.suffix.lower() != FORMATS[fmt][1]:
+            raise click.ClickException(f"--out: {str(path)!r} does not end in {FORMATS[fmt][1]} (--format {fmt})")
+        if path.is_dir():
+            raise click.ClickException(f"--out: {str(path)!r} is a folder; give a file name")
+        if not storage_spec.startswith("azure") and not Path(storage_spec.removeprefix("local:")).is_dir():
+            raise click.ClickException(
+                f"--store: no store at {storage_spec!r}: give the folder 'rts monitor' or 'rts demo' wrote"
+            )
+        site_ids = None if site_list is None else [s.strip() for s in site_list.split(",") if s.strip()]
+        frame = year_inventory(open_storage(storage_spec), year, site_ids, operator=operator)
+        problems = arts_problems(frame)
+        if problems:
+            raise click.ClickException("the inventory breaks the ARTS format: " + "; ".join(problems[:5]))
+        write_inventory(frame, path, fmt)
+    except InventoryInputError as exc:
+        option = options.get(exc.parameter, exc.parameter)
+        raise click.ClickException(f"{option} {exc.value}: {exc}") from None
+    except RtsError as exc:
+        raise click.ClickException(str(exc)) from None
+    sites_written = sorted(set(frame["site_id"]))
+    click.echo(
+        f"wrote {path}: {len(frame)} slump(s) of {year} from {len(sites_written)} site(s) "
+        f"({', '.join(sites_written) or 'none'}) in the ARTS format"
+    )
+
+
+@main.command()
 @click.option("--rts-area-km2", type=float, required=True, help="Mapped active RTS area (km2).")
 @click.option("--site-area-km2", type=float, required=True, help="Observed (valid) site area, RTS included (km2).")
 @click.option(

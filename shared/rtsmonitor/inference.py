@@ -14,6 +14,11 @@ no later window touches them, carrying only the overlap rows to the next strip. 
 O(width x window), not O(site): :func:`predict_file` reads the stack COG and writes the outputs
 strip by strip; :func:`predict_stack` does the same on an in-memory :class:`~rtsmonitor.stack.Stack`.
 
+A bundle may be an *ensemble* of several ONNX members (e.g. seeds; schema in
+:mod:`rtsmonitor.modelstore`): every window goes through each member and the probabilities are
+averaged before blending and thresholding, so an ensemble of n members costs n times the inference
+time of one. :meth:`Model.summary` and :meth:`Model.members_summary` name every member.
+
 Pixels where any input layer is NaN (no data, cloud, shadow, snow) are *unobserved*: their
 probability is NaN and they never count as RTS. The outputs are two COGs on the stack's grid:
 ``probability.tif`` (float32, nodata NaN) and ``mask.tif`` (uint8: :data:`MASK_RTS`,
@@ -40,7 +45,7 @@ from rasterio.windows import Window
 
 from rtsmonitor.errors import ModelError, RtsError
 from rtsmonitor.grid import SiteGrid
-from rtsmonitor.modelstore import ONNX_NAME, read_bundle_meta
+from rtsmonitor.modelstore import BundleMember, bundle_digest, bundle_members, is_ensemble, read_bundle_meta
 from rtsmonitor.stack import COG_BLOCK_PX, Stack, copy_as_cog, dataset_grid
 from rtsmonitor.tiling import Normalisation, valid_mask
 
@@ -96,6 +101,10 @@ Reader = Callable[[int, int, int, int], NDArray[np.float32]]
 Progress = Callable[[int, int], None]
 """``progress(rows_done, rows_total)``, called after each finished strip (e.g. to drive a progress bar)."""
 
+MaskSink = Callable[[int, NDArray[np.uint8]], None]
+"""``sink(row_off, mask_rows)``: the ``mask.tif`` values [h, W] of finished rows, top to bottom, each row
+once (e.g. :meth:`rtsmonitor.drift.DriftAccumulator.add_mask`)."""
+
 
 def _meta_field(meta: dict[str, Any], dotted: str) -> Any:
     """``meta["a"]["b"]`` for ``"a.b"``, or a :class:`ModelError` naming the missing key."""
@@ -108,16 +117,38 @@ def _meta_field(meta: dict[str, Any], dotted: str) -> Any:
 
 
 @dataclass(frozen=True, eq=False)
+class ModelMember:
+    """One ONNX graph of a model: the only one of a single-file bundle, or one ensemble member."""
+
+    info: BundleMember
+    session: onnxruntime.InferenceSession
+
+    @property
+    def label(self) -> str:
+        """``member 'name' (file)``, for messages."""
+        return f"member {self.info.name!r} ({self.info.file})"
+
+
+def _dims_agree(a: Sequence[Any], b: Sequence[Any]) -> bool:
+    """Whether two ONNX input shapes agree: same rank, equal wherever both dims are fixed integers."""
+    return len(a) == len(b) and all(
+        not (isinstance(x, int) and isinstance(y, int)) or x == y for x, y in zip(a, b, strict=True)
+    )
+
+
+@dataclass(frozen=True, eq=False)
 class Model:
-    """An ONNX U-Net and its ``model.json``, ready to run on stacks.
+    """An ONNX U-Net (or an ensemble of them) and its ``model.json``, ready to run on stacks.
 
     Attributes
     ----------
-    session : the onnxruntime session (CPU).
+    session : the onnxruntime session (CPU) of the first member.
     meta : the bundle's ``model.json``.
-    normalisation : the per-layer transform the model was trained with.
+    normalisation : the per-layer transform the model was trained with (shared by all members).
     input_layers : the layer names the model reads, in channel order.
-    threshold : probability at or above which a pixel is RTS (chosen on validation data).
+    threshold : probability at or above which a pixel is RTS (chosen on validation data); for an
+        ensemble it applies to the members' mean probability.
+    members : every ONNX graph with its identity; filled from ``session`` for a single-file bundle.
 
     """
 
@@ -126,9 +157,16 @@ class Model:
     normalisation: Normalisation
     input_layers: tuple[str, ...]
     threshold: float
+    members: tuple[ModelMember, ...] = ()
 
     def __post_init__(self) -> None:
-        """Check the metadata against itself and the ONNX graph."""
+        """Check the metadata against itself and every member's ONNX graph."""
+        if not self.members:
+            if is_ensemble(self.meta):
+                raise ModelError(f"model {self.label}: an ensemble's sessions come from Model.load(bundle_dir)")
+            object.__setattr__(self, "members", (ModelMember(bundle_members(self.meta)[0], self.session),))
+        elif self.members[0].session is not self.session:
+            raise ModelError(f"model {self.label}: session must be the first member's session")
         if tuple(self.normalisation.layers) != tuple(self.input_layers):
             raise ModelError(
                 f"model {self.label}: normalisation layers {self.normalisation.layers} differ from input_layers "
@@ -139,19 +177,32 @@ class Model:
         layout = _meta_field(self.meta, "onnx.layout")
         if layout != "NHWC":
             raise ModelError(f"model {self.label}: onnx.layout {layout!r} is not supported (only 'NHWC')")
-        inputs = {i.name: i for i in self.session.get_inputs()}
-        outputs = {o.name for o in self.session.get_outputs()}
-        if self.input_name not in inputs or self.output_name not in outputs:
-            raise ModelError(
-                f"model {self.label}: model.json names input {self.input_name!r} and output {self.output_name!r}, "
-                f"the ONNX graph has inputs {sorted(inputs)} and outputs {sorted(outputs)}"
-            )
-        channels = inputs[self.input_name].shape[-1]
-        if isinstance(channels, int) and channels != len(self.input_layers):
-            raise ModelError(
-                f"model {self.label}: the ONNX input has {channels} channels, model.json names "
-                f"{len(self.input_layers)} input layers {self.input_layers}"
-            )
+        known_shape: list[Any] | None = None
+        for member in self.members:
+            where = f"model {self.label}" + (f" {member.label}" if self.is_ensemble else "")
+            inputs = {i.name: i for i in member.session.get_inputs()}
+            outputs = {o.name for o in member.session.get_outputs()}
+            if self.input_name not in inputs or self.output_name not in outputs:
+                raise ModelError(
+                    f"{where}: model.json names input {self.input_name!r} and output {self.output_name!r}, "
+                    f"the ONNX graph has inputs {sorted(inputs)} and outputs {sorted(outputs)}"
+                )
+            shape = list(inputs[self.input_name].shape)
+            channels = shape[-1] if shape else None
+            if isinstance(channels, int) and channels != len(self.input_layers):
+                raise ModelError(
+                    f"{where}: the ONNX input has {channels} channels, model.json names "
+                    f"{len(self.input_layers)} input layers {self.input_layers}"
+                )
+            if known_shape is None:
+                known_shape = shape
+            elif not _dims_agree(known_shape, shape):
+                raise ModelError(
+                    f"{where}: its ONNX input shape {shape} differs from the earlier members' {known_shape}; "
+                    "every member must take the same input"
+                )
+            else:  # fixed dims of any member bind the later ones
+                known_shape = [k if isinstance(k, int) else d for k, d in zip(known_shape, shape, strict=True)]
         if self.input_multiple_px < 1:
             raise ModelError(f"model {self.label}: input_multiple_px must be positive, got {self.input_multiple_px}")
 
@@ -167,7 +218,7 @@ class Model:
         """
         if threads < 1:
             raise ModelError(f"threads must be at least 1, got {threads}")
-        meta = read_bundle_meta(bundle_dir)
+        meta = read_bundle_meta(bundle_dir)  # checks every ONNX file's sha256
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -175,19 +226,23 @@ class Model:
         # Memory-pattern planning pre-allocates per input shape; off, the paper-size U-Net peaked
         # 110 MiB lower at the same speed (bench/inference_engines.py).
         options.enable_mem_pattern = False
-        try:
-            session = onnxruntime.InferenceSession(
-                str(Path(bundle_dir) / ONNX_NAME), sess_options=options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # onnxruntime raises its own untyped exceptions for broken graphs
-            raise ModelError(f"{bundle_dir}: onnxruntime cannot load {ONNX_NAME}: {exc}") from exc
+        members: list[ModelMember] = []
+        for info in bundle_members(meta):
+            label = f"member {info.name!r} ({info.file})" if is_ensemble(meta) else info.file
+            try:
+                session = onnxruntime.InferenceSession(
+                    str(Path(bundle_dir) / info.file), sess_options=options, providers=["CPUExecutionProvider"]
+                )
+            except Exception as exc:  # onnxruntime raises its own untyped exceptions for broken graphs
+                raise ModelError(f"{bundle_dir}: onnxruntime cannot load {label}: {exc}") from exc
+            members.append(ModelMember(info, session))
         try:
             threshold = float(_meta_field(meta, "threshold"))
             input_layers = tuple(str(v) for v in _meta_field(meta, "input_layers"))
         except (TypeError, ValueError) as exc:
             raise ModelError(f"{bundle_dir}: malformed threshold or input_layers in model.json: {exc}") from exc
         normalisation = Normalisation.from_dict(_meta_field(meta, "normalisation"))
-        return cls(session, meta, normalisation, input_layers, threshold)
+        return cls(members[0].session, meta, normalisation, input_layers, threshold, tuple(members))
 
     @property
     def name(self) -> str:
@@ -203,6 +258,11 @@ class Model:
     def label(self) -> str:
         """``name/version``, for messages."""
         return f"{self.name}/{self.version}"
+
+    @property
+    def is_ensemble(self) -> bool:
+        """Whether ``model.json`` lists ensemble members (even a single one)."""
+        return is_ensemble(self.meta)
 
     @property
     def input_multiple_px(self) -> int:
@@ -234,19 +294,38 @@ class Model:
             )
 
     def summary(self) -> dict[str, Any]:
-        """What a result records about the model: name, version, ONNX sha256 and threshold."""
-        return {
+        """What a result records about the model: name, version, identity sha256 and threshold.
+
+        ``onnx_sha256`` is :func:`~rtsmonitor.modelstore.bundle_digest`: the ONNX file's sha256, or
+        for an ensemble the digest of its members' sha256s; an ensemble's summary also lists
+        ``members`` (name, version, sha256, file, seed) in order.
+        """
+        out: dict[str, Any] = {
             "name": self.name,
             "version": self.version,
-            "onnx_sha256": str(self.meta.get("onnx", {}).get("sha256", "")),
+            "onnx_sha256": bundle_digest(self.meta),
             "threshold": self.threshold,
         }
+        if self.is_ensemble:
+            out["members"] = [member.info.summary() for member in self.members]
+        return out
+
+    def members_summary(self) -> str | None:
+        """Every ensemble member as JSON text, for a record's ``model_members``; ``None`` for a single file.
+
+        The text is a list of ``{"name", "version", "sha256", "file"[, "seed"]}`` in member order. A
+        single-file bundle's identity is in :meth:`summary` alone.
+        """
+        if not self.is_ensemble:
+            return None
+        return json.dumps([member.info.summary() for member in self.members], sort_keys=True)
 
     def predict_normalised(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
         """RTS probability [N, H, W] of normalised windows ``x`` [N, H, W, L] of any H and W.
 
         Windows are padded at the bottom and right to a multiple of :attr:`input_multiple_px`
-        (:data:`PADDING_MODE`) and the output cropped back.
+        (:data:`PADDING_MODE`) and the output cropped back. An ensemble returns the mean of its
+        members' probabilities (summed in float64), each member run on the same padded input.
         """
         if x.ndim != 4 or x.shape[-1] != len(self.input_layers):
             raise ModelError(f"model {self.label} expects [N, H, W, {len(self.input_layers)}], got {x.shape}")
@@ -254,9 +333,19 @@ class Model:
         multiple = self.input_multiple_px
         pad = ((0, 0), (0, -height % multiple), (0, -width % multiple), (0, 0))
         padded = np.pad(x, pad, mode=PADDING_MODE) if any(p[1] for p in pad) else x
-        (out,) = self.session.run([self.output_name], {self.input_name: np.ascontiguousarray(padded, np.float32)})
-        probability: NDArray[np.float32] = np.asarray(out, dtype=np.float32)[:, :height, :width, 0]
-        return probability
+        feed = {self.input_name: np.ascontiguousarray(padded, np.float32)}
+        if len(self.members) == 1:
+            (out,) = self.session.run([self.output_name], feed)
+            probability: NDArray[np.float32] = np.asarray(out, dtype=np.float32)[:, :height, :width, 0]
+            return probability
+        total: NDArray[np.float64] | None = None
+        for member in self.members:
+            (out,) = member.session.run([self.output_name], feed)
+            part = np.asarray(out, dtype=np.float64)[:, :height, :width, 0]
+            total = part if total is None else total + part
+        assert total is not None
+        mean: NDArray[np.float32] = (total / len(self.members)).astype(np.float32)
+        return mean
 
 
 @dataclass
@@ -596,8 +685,8 @@ class _PredictionWriter:
         self._mask.update_tags(**tags, values=f"{MASK_RTS}=RTS,{MASK_NOT_RTS}=not RTS,{MASK_UNOBSERVED}=unobserved")
         return self
 
-    def write(self, strip: PredictionStrip) -> None:
-        """Write one strip; strips must come top to bottom without gaps."""
+    def write(self, strip: PredictionStrip) -> NDArray[np.uint8]:
+        """Write one strip (strips must come top to bottom without gaps); return its ``mask.tif`` values."""
         height = len(strip.probability)
         if strip.row_off != self.rows_written or strip.probability.shape != (height, self.grid.width):
             raise RtsError(f"prediction strip at row {strip.row_off} of shape {strip.probability.shape} out of order")
@@ -610,6 +699,7 @@ class _PredictionWriter:
         self.observed_px += int(strip.observed.sum())
         self.rts_px += int(rts.sum())
         self.rows_written += height
+        return mask
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -709,12 +799,14 @@ def predict_to_files(
     overlap_px: int = DEFAULT_OVERLAP_PX,
     batch_windows: int = DEFAULT_BATCH_WINDOWS,
     progress: Progress | None = None,
+    on_mask: MaskSink | None = None,
 ) -> PredictionSummary:
     """Predict the raster that ``read`` returns strip by strip, writing the probability and mask COGs.
 
     ``read`` gives the model's input layers for a window of ``grid`` (see :data:`Reader`): a stack
     file (:func:`predict_file`) or the remote scene itself, so that no stage ever holds the whole
-    site. Memory is O(width x ``window_px``).
+    site. Memory is O(width x ``window_px``). ``on_mask`` receives each finished strip's mask values
+    as written (see :data:`MaskSink`), e.g. for the radiometric drift check (:mod:`rtsmonitor.drift`).
     """
     check_windows(window_px, overlap_px, model.input_multiple_px)
     writer = _PredictionWriter(grid, probability_path, mask_path, model.threshold, model.summary())
@@ -722,7 +814,9 @@ def predict_to_files(
         for strip in iter_prediction_strips(
             model, read, grid.shape, window_px=window_px, overlap_px=overlap_px, batch_windows=batch_windows
         ):
-            writer.write(strip)
+            mask = writer.write(strip)
+            if on_mask is not None:
+                on_mask(strip.row_off, mask)
             if progress is not None:
                 progress(writer.rows_written, grid.height)
     return writer.summary()

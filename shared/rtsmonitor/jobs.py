@@ -113,7 +113,8 @@ def run_queue(
 
     A delivered message is hidden from other workers for ``lease_s``. One whose handling raises is
     released to become visible again after ``retry_delay_s``; at its ``max_dequeue_count``-th failed
-    delivery it moves to ``<queue>-poison`` and ``on_poison`` records it. The run ends when the
+    delivery ``on_poison`` records it and it moves to ``<queue>-poison`` (if recording fails, the
+    message is released instead and tried again: a site-year is never left without a record). The run ends when the
     queue is empty (no message visible, running elsewhere or waiting for a retry).
     """
     run = QueueRun()
@@ -131,9 +132,14 @@ def run_queue(
             run.failures += 1
             log.warning("delivery %d of %s failed: %s", message.dequeue_count, message.content, exc)
             if message.dequeue_count >= max_dequeue_count:
+                try:
+                    on_poison(message, exc)  # first: if recording fails, the message is not lost
+                except Exception as poison_exc:
+                    log.error("recording the failure of %s failed: %s", message.content, poison_exc)
+                    storage.queues.release(queue, message, retry_delay_s)
+                    continue
                 storage.queues.send(f"{queue}-poison", message.content)
                 storage.queues.delete(queue, message)
-                on_poison(message, exc)
                 run.poisoned.append(message.content)
             else:
                 storage.queues.release(queue, message, retry_delay_s)

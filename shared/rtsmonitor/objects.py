@@ -185,6 +185,38 @@ def find_objects(
     return objects
 
 
+def object_pixels(
+    obj: RtsObject, grid: SiteGrid, *, margin_px: int = 0
+) -> tuple[tuple[slice, slice], NDArray[np.bool_]]:
+    """The object's pixels on ``grid``: a window (rows, cols) and a boolean raster of it.
+
+    The window is the object's bounding box grown by ``margin_px`` on every side, clipped to the grid.
+    The raster is the object's polygon burnt at pixel centres, which gives back exactly the pixels
+    of the component :func:`find_objects` traced (its edges run along pixel edges).
+    """
+    if margin_px < 0:
+        raise RtsError(f"margin_px must be >= 0, got {margin_px}")
+    x_min, y_min, x_max, y_max = obj.geometry.bounds
+    col0 = round((x_min - grid.x_min) / grid.res_m) - margin_px
+    col1 = round((x_max - grid.x_min) / grid.res_m) + margin_px
+    row0 = round((grid.y_max - y_max) / grid.res_m) - margin_px
+    row1 = round((grid.y_max - y_min) / grid.res_m) + margin_px
+    rows = slice(max(row0, 0), min(row1, grid.height))
+    cols = slice(max(col0, 0), min(col1, grid.width))
+    if rows.start >= rows.stop or cols.start >= cols.stop:
+        raise RtsError(f"object {obj.id} lies outside the grid {grid.shape}")
+    transform = grid.transform * Affine.translation(cols.start, rows.start)
+    burnt = rasterio.features.rasterize(
+        [(obj.geometry, 1)],
+        out_shape=(rows.stop - rows.start, cols.stop - cols.start),
+        transform=transform,
+        fill=0,
+        dtype="uint8",
+    )
+    inside: NDArray[np.bool_] = burnt.astype(bool)
+    return (rows, cols), inside
+
+
 def total_area_m2(objects: Sequence[RtsObject]) -> float:
     """Summed area of the objects in m^2."""
     return float(sum(o.area_m2 for o in objects))
@@ -209,7 +241,10 @@ OBJECT_PROPERTIES = ("id", "area_m2", "perimeter_m", "pixels", "mean_probability
 
 
 def objects_geojson(
-    objects: Sequence[RtsObject], grid: SiteGrid, properties: Mapping[str, Any] | None = None
+    objects: Sequence[RtsObject],
+    grid: SiteGrid,
+    properties: Mapping[str, Any] | None = None,
+    per_object: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The objects as an RFC 7946 FeatureCollection in WGS84 (lon, lat), rings counter-clockwise.
 
@@ -219,6 +254,8 @@ def objects_geojson(
     grid : the grid whose CRS the object geometries are in.
     properties : extra properties (e.g. site id, year, model version) copied into every feature and
         kept as the collection's top-level ``properties`` member.
+    per_object : one mapping of further properties per object (e.g. its confidence tier,
+        :mod:`rtsmonitor.tiers`), in the order of ``objects``.
 
     Returns
     -------
@@ -228,16 +265,23 @@ def objects_geojson(
     Raises
     ------
     RtsError
-        If an extra property would overwrite an object property.
+        If an extra property would overwrite an object property, or ``per_object`` does not have
+        one entry per object.
 
     """
     extra = dict(properties or {})
     clashes = sorted(set(extra) & set(OBJECT_PROPERTIES))
     if clashes:
         raise RtsError(f"extra GeoJSON properties {clashes} clash with the per-object properties {OBJECT_PROPERTIES}")
+    if per_object is not None and len(per_object) != len(objects):
+        raise RtsError(f"per_object has {len(per_object)} entries for {len(objects)} objects")
+    if per_object is not None:
+        clashes = sorted({k for props in per_object for k in props} & set(OBJECT_PROPERTIES).union(extra))
+        if clashes:
+            raise RtsError(f"per-object properties {clashes} clash with the object or extra properties")
     to_wgs84 = Transformer.from_crs(CRS.from_epsg(grid.epsg), CRS.from_epsg(4326), always_xy=True)
     features = []
-    for obj in objects:
+    for index, obj in enumerate(objects):
         lonlat = shapely.transform(obj.geometry, to_wgs84.transform, interleaved=False)
         lonlat = shapely.orient_polygons(lonlat)  # exterior counter-clockwise, holes clockwise (RFC 7946 §3.1.6)
         lonlat = shapely.transform(lonlat, lambda xy: np.round(xy, LONLAT_DECIMALS))
@@ -253,6 +297,7 @@ def objects_geojson(
                     "pixels": obj.pixels,
                     "mean_probability": _json_number(obj.mean_probability, 4),
                     "max_probability": _json_number(obj.max_probability, 4),
+                    **(per_object[index] if per_object is not None else {}),
                     **extra,
                 },
             }

@@ -47,6 +47,20 @@ class SiteYearRecord:
     ``rts_vanished`` and ``rts_growing`` count the year's slumps by their tracked fate; slump
     tracking (:mod:`rtsmonitor.tracking`) sets them after the commit (:func:`set_tracking_counts`),
     so they are ``None`` until it has run, and for a year whose objects it could not read.
+
+    ``rts_area_high_m2``, ``rts_area_medium_m2`` and ``rts_area_low_m2`` split ``rts_area_m2`` by the
+    objects' confidence tiers (:mod:`rtsmonitor.tiers`; they add up to it). ``rts_filtered`` (JSON)
+    counts the objects the site's false-positive filters removed, per enabled filter and in all
+    (``removed``; :func:`rtsmonitor.filters.removal_counts`); the tier and filter fields are ``None``
+    in records made before they existed.
+
+    ``stable_reflectance``, ``drift`` and ``suspect`` are the radiometric drift check
+    (:mod:`rtsmonitor.drift`): this year's stable-terrain median reflectance (JSON), its comparison
+    with the site's earlier years (JSON: reference, ratios, tolerances, reason) and whether a shift
+    exceeded the tolerance; a suspect record keeps status ``ok`` and its numbers, and ``suspect`` is
+    ``None`` where no check ran. ``model_members`` lists every member (name, version, sha256; JSON) of
+    an ensemble model (:meth:`rtsmonitor.inference.Model.members_summary`); ``model_sha256`` is then
+    the ensemble's digest.
     """
 
     site_id: str
@@ -60,11 +74,18 @@ class SiteYearRecord:
     processing_baseline: str | None = None
     cloud_pct: float | None = None
     valid_fraction: float | None = None
+    stable_reflectance: str | None = None
+    drift: str | None = None
+    suspect: bool | None = None
     site_area_m2: float | None = None
     observed_area_m2: float | None = None
     rts_count: int | None = None
     rts_area_m2: float | None = None
     rts_area_err_m2: float | None = None
+    rts_area_high_m2: float | None = None
+    rts_area_medium_m2: float | None = None
+    rts_area_low_m2: float | None = None
+    rts_filtered: str | None = None
     rts_new: int | None = None
     rts_vanished: int | None = None
     rts_growing: int | None = None
@@ -77,6 +98,7 @@ class SiteYearRecord:
     model_version: str | None = None
     threshold: float | None = None
     model_sha256: str | None = None
+    model_members: str | None = None
     model_note: str | None = None
     run_id: str | None = None
     results_prefix: str | None = None

@@ -37,6 +37,10 @@ CHART_DPI = 120
 """Resolution of the chart PNG in dots per inch (a panel is 576 x 384 px)."""
 BAR_COLOUR = "#a0522d"
 """Fill colour of the RTS area bars (sienna: bare, slumped ground)."""
+TIER_COLOURS = {"high": "#6b2f12", "medium": "#c07040", "low": "#ecc9a8"}
+"""Fill colours of the confidence tiers in a tiered bar (dark: confident, light: doubtful)."""
+TIER_LABELS = {"high": "high tier", "medium": "medium tier", "low": "low tier"}
+"""Legend labels of the tiers."""
 MISSING = "–"
 TABLE_REASON_CHARS = 70
 """Longest reason shown in the terminal table (the report and the records keep it whole)."""
@@ -46,7 +50,10 @@ STATUS_LABELS = {"no-scene": "no scene", "failed": "failed"}
 HOW_TO_READ = (
     "Bars are the RTS area detected in the year's summer scene, with the RTS count printed above each bar; "
     "the error bars and the ± ranges of the area are the ±15 % area error from the model's precision and "
-    "recall (Rustemeyer et al. 2022). Carbon is the site's net loss to the atmosphere (positive = source, "
+    "recall (Rustemeyer et al. 2022). Where a record carries confidence tiers, each bar is split into its "
+    "high, medium and low tier (dark to light, `rtsmonitor.tiers`): the RTS area then lies in the band from "
+    "the top of the high tier (the objects the model is surest of) to the top of the bar (all objects). "
+    "Carbon is the site's net loss to the atmosphere (positive = source, "
     "negative = net uptake), with pixels not classified RTS counted as undisturbed tundra (Turetsky et al. "
     "2020); its ± range combines the area error with the ranges of the flux parameters (see "
     "`rtsmonitor.carbon`). Years marked no-scene had no usable summer scene and years marked failed could "
@@ -238,13 +245,61 @@ def _by_site(records: Sequence[SiteYearRecord]) -> dict[str, list[SiteYearRecord
     return by_site
 
 
+def tier_areas_km2(record: SiteYearRecord) -> tuple[float, float, float] | None:
+    """(high, medium, low) tier areas of a record in km^2, or None when it has no tiers (older records)."""
+    values = (record.rts_area_high_m2, record.rts_area_medium_m2, record.rts_area_low_m2)
+    if any(v is None for v in values):
+        return None
+    high, medium, low = (float(v or 0.0) / M2_PER_KM2 for v in values)
+    return high, medium, low
+
+
 def _area_panel(ax: Axes, site_id: str, records: Sequence[SiteYearRecord], years: Sequence[int]) -> None:
-    """Bars of RTS area (km^2) with error bars and counts; labelled gaps for years without a result."""
+    """Bars of RTS area (km^2) with error bars and counts; labelled gaps for years without a result.
+
+    A record with tier areas gets a bar stacked from its high, medium and low tiers (the band from
+    the high-tier area to the area of all tiers); one without gets a plain bar.
+    """
     ok = [r for r in records if r.status == "ok" and r.rts_area_m2 is not None]
     areas = [float(r.rts_area_m2 or 0.0) / M2_PER_KM2 for r in ok]
     errors = [float(r.rts_area_err_m2 or 0.0) / M2_PER_KM2 for r in ok]
-    if ok:
-        ax.bar([r.year for r in ok], areas, width=0.7, color=BAR_COLOUR, yerr=errors, capsize=3, ecolor="black")
+    plain = [i for i, r in enumerate(ok) if tier_areas_km2(r) is None]
+    tiered = [i for i, r in enumerate(ok) if tier_areas_km2(r) is not None]
+    if plain:
+        ax.bar(
+            [ok[i].year for i in plain],
+            [areas[i] for i in plain],
+            width=0.7,
+            color=BAR_COLOUR,
+            yerr=[errors[i] for i in plain],
+            capsize=3,
+            ecolor="black",
+        )
+    if tiered:
+        parts = [tier_areas_km2(ok[i]) or (0.0, 0.0, 0.0) for i in tiered]
+        bottom = np.zeros(len(tiered))
+        for k, tier in enumerate(("high", "medium", "low")):
+            heights = np.array([p[k] for p in parts])
+            ax.bar(
+                [ok[i].year for i in tiered],
+                heights,
+                bottom=bottom,
+                width=0.7,
+                color=TIER_COLOURS[tier],
+                edgecolor=BAR_COLOUR,
+                linewidth=0.5,
+                label=TIER_LABELS[tier],
+            )
+            bottom = bottom + heights
+        ax.errorbar(
+            [ok[i].year for i in tiered],
+            [areas[i] for i in tiered],
+            yerr=[errors[i] for i in tiered],
+            fmt="none",
+            capsize=3,
+            ecolor="black",
+        )
+        ax.legend(fontsize=7, loc="upper left")
     for r, area, err in zip(ok, areas, errors, strict=True):
         ax.annotate(
             _fmt_count(r.rts_count),

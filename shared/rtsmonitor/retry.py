@@ -7,8 +7,8 @@ so a hung connection becomes an error that is retried):
 - **STAC API searches** (pystac-client on ``requests``): a ``urllib3`` :class:`~urllib3.util.Retry`
   mounted on the session (:func:`stac_io`).
 - **Storage** (Blob, Queue and Table SDKs on ``azure-core``): each SDK's own retry policy with
-  :func:`backoff_s` as its backoff and ``Retry-After`` honoured, plus connection and read timeouts
-  (:func:`azure_client_options`).
+  ``Retry-After`` honoured, :func:`backoff_s` as the Blob and Queue backoff (the Tables client only
+  takes the backoff factor and cap), plus connection and read timeouts (:func:`azure_client_options`).
 - **COG reads** (GDAL ``/vsicurl/``): ``GDAL_HTTP_MAX_RETRY``, ``GDAL_HTTP_RETRY_DELAY`` and
   ``GDAL_HTTP_RETRY_CODES`` (:data:`GDAL_RETRY_OPTIONS`). GDAL doubles its delay with jitter but
   does not read ``Retry-After``.
@@ -25,7 +25,6 @@ from __future__ import annotations
 import random
 from typing import Any, Literal
 
-from azure.data.tables._policies import TablesRetryPolicy
 from azure.storage.blob import ExponentialRetry as BlobExponentialRetry
 from azure.storage.queue import ExponentialRetry as QueueExponentialRetry
 from pystac_client.stac_api_io import StacApiIO
@@ -121,19 +120,25 @@ class QueueRetry(_StorageBackoff, QueueExponentialRetry):
     """Retry policy of the Queue SDK (see :class:`_StorageBackoff`)."""
 
 
-class TableRetry(TablesRetryPolicy):
-    """Retry policy of the Tables SDK (``azure-core``'s: 408, 429, 5xx, ``Retry-After``) with :func:`backoff_s`."""
-
-    def get_backoff_time(self, settings: dict[str, Any]) -> float:
-        """:func:`backoff_s` of this retry (``azure-core`` counts the failed tries in ``history``)."""
-        return backoff_s(max(1, len(settings["history"])))
-
-
 def azure_client_options(service: Literal["blob", "queue", "table"]) -> dict[str, Any]:
-    """Keyword arguments for a Blob, Queue or Table service client: its retry policy and timeouts."""
-    counts = {"retry_total": RETRIES, "retry_connect": RETRIES, "retry_read": RETRIES, "retry_status": RETRIES}
-    policy = {"blob": BlobRetry, "queue": QueueRetry, "table": TableRetry}[service](**counts)
-    return {"retry_policy": policy, "connection_timeout": CONNECT_TIMEOUT_S, "read_timeout": READ_TIMEOUT_S}
+    """Keyword arguments for a Blob, Queue or Table service client: its retry policy and timeouts.
+
+    The Blob and Queue clients take a policy object (:class:`BlobRetry`, :class:`QueueRetry`). The
+    Tables client (azure-data-tables 12.7) ignores ``retry_policy`` and always builds its own
+    ``TablesRetryPolicy`` from keyword arguments: it gets the same counts and backoff factor and
+    cap, but azure-core's backoff has no jitter (its first retry is immediate).
+    """
+    counts: dict[str, Any] = {
+        "retry_total": RETRIES,
+        "retry_connect": RETRIES,
+        "retry_read": RETRIES,
+        "retry_status": RETRIES,
+    }
+    timeouts = {"connection_timeout": CONNECT_TIMEOUT_S, "read_timeout": READ_TIMEOUT_S}
+    if service == "table":
+        return {**counts, "retry_backoff_factor": BACKOFF_FACTOR_S, "retry_backoff_max": MAX_BACKOFF_S, **timeouts}
+    policy = {"blob": BlobRetry, "queue": QueueRetry}[service](**counts)
+    return {"retry_policy": policy, **timeouts}
 
 
 GDAL_RETRY_OPTIONS: dict[str, str] = {

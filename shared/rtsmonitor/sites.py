@@ -222,6 +222,47 @@ class LabelSource(BaseModel):
         return Path(self.path)
 
 
+class FilterSwitches(BaseModel):
+    """Which false-positive filters (:mod:`rtsmonitor.filters`) remove objects of this site.
+
+    Defaults follow their measured effect on the demo model's held-out images and on partly clouded
+    views of them (``python -m rtstrain.filter_eval``, the table in the demo model's report.md):
+    water, mmu and flat raised object precision without costing recall; edges removed mostly true
+    slumps cut by clouds (pixel recall 0.88 -> 0.50 on the clouded views), so it is off by default.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    water: bool = Field(
+        True,
+        strict=True,
+        description="Remove objects of which at least half the pixels are open water (SCL class 6 or NDWI > 0, "
+        "McFeeters 1996). Default on.",
+    )
+    edges: bool = Field(
+        False,
+        strict=True,
+        description="Remove objects that touch a pixel without a clear observation (no data, cloud, shadow, snow). "
+        "Default off: on partly clouded scenes it removed more true slumps than false objects.",
+    )
+    mmu: bool = Field(
+        True,
+        strict=True,
+        description="Remove objects smaller than the minimum mapping unit of 1000 m^2 (0.1 ha, ten 10 m pixels). "
+        "Default on (the behaviour before the switch existed).",
+    )
+    flat: bool = Field(
+        True,
+        strict=True,
+        description="Remove objects on flat ground: the 95th percentile of the slope under the object is below "
+        "2 degrees (RTS form on slopes). Default on.",
+    )
+
+    def enabled(self) -> tuple[str, ...]:
+        """Names of the filters switched on, in the order water, edges, mmu, flat."""
+        return tuple(name for name in ("water", "edges", "mmu", "flat") if getattr(self, name))
+
+
 class ServiceLimits(BaseModel):
     """Limits that protect the service from sites too large to process; set by the operator."""
 
@@ -356,6 +397,11 @@ class SiteConfig(BaseModel):
         default_factory=list, description="Label files with RTS polygons of this site (for training)."
     )
     active: bool = Field(True, description="Whether the yearly run processes this site.")
+    filters: FilterSwitches = Field(
+        default_factory=FilterSwitches,
+        description="False-positive filters switched on (true) or off (false) for this site: water, edges, mmu, "
+        "flat (see rtsmonitor.filters); fields left out take their defaults.",
+    )
 
     @field_validator("id")
     @classmethod
@@ -512,6 +558,7 @@ _MODELS_AT: dict[tuple[str, ...], type[BaseModel]] = {
     ("centre",): CentreGeometry,
     ("season",): SeasonWindow,
     ("labels",): LabelSource,
+    ("filters",): FilterSwitches,
 }
 
 

@@ -6,6 +6,14 @@ is written after them, on condition that no other run of the site-year wrote it 
 that run; then the runs that started earlier are deleted (:mod:`rtsmonitor.records`). A crash at any
 point leaves the previous record and every blob it names intact, and the next run cleans up after it.
 Remote reads are retried by the clients themselves (:mod:`rtsmonitor.retry`).
+
+Objects pass the site's false-positive filters (:mod:`rtsmonitor.filters`, switched by the site
+config's ``filters``): removed objects are left out of the counts, areas, carbon, quick-look and the
+features of ``rts.geojson``, which lists them with their reasons under its top-level ``filters``
+member; the record counts them (``rts_filtered``). Kept objects get a confidence tier
+(:mod:`rtsmonitor.tiers`): feature properties ``tier``, ``area_mid_m2``, ``area_high_m2``, the rule
+under the collection's ``tiers`` member, and the area per tier in the record. ``mask.tif`` and
+``probability.tif`` stay the model's unfiltered output.
 """
 
 from __future__ import annotations
@@ -30,12 +38,22 @@ from rasterio.windows import Window
 from rtsmonitor import __version__
 from rtsmonitor.carbon import AREA_ERROR_FRACTION, site_carbon
 from rtsmonitor.catalog import write_site_catalog
-from rtsmonitor.errors import ConflictError, StorageError
+from rtsmonitor.drift import DriftAccumulator, check_drift
+from rtsmonitor.errors import ConflictError, RtsError, StorageError
+from rtsmonitor.filters import (
+    MIN_AREA_M2,
+    FilterRasters,
+    ObjectScreen,
+    Removed,
+    removal_counts,
+    screen_objects,
+    small_components,
+)
 from rtsmonitor.grid import SiteGrid, burn_wgs84
 from rtsmonitor.imagery import SceneChoice, choose_summer_scene, read_scene
 from rtsmonitor.inference import MASK_RTS, MASK_UNOBSERVED, Model, Reader, predict_to_files
 from rtsmonitor.jobs import SiteYearJob
-from rtsmonitor.objects import find_objects, objects_geojson, total_area_m2
+from rtsmonitor.objects import RtsObject, find_objects, object_pixels, objects_geojson, total_area_m2
 from rtsmonitor.quicklook import RGB_LAYERS, QuicklookCanvas, write_quicklook
 from rtsmonitor.records import (
     RESULTS_CONTAINER,
@@ -53,9 +71,10 @@ from rtsmonitor.records import (
 from rtsmonitor.redaction import redact
 from rtsmonitor.registry import read_site
 from rtsmonitor.stac import read_env
-from rtsmonitor.stack import make_stack
+from rtsmonitor.stack import SLOPE_LAYER, make_stack
 from rtsmonitor.storage import Storage
 from rtsmonitor.terrain import DemSource, slope_on_grid
+from rtsmonitor.tiers import ObjectTier, object_tier, tier_areas, tier_document
 from rtsmonitor.tiling import select_layers
 from rtsmonitor.tracking import track_site
 
@@ -144,6 +163,7 @@ def process_site_year(storage: Storage, job: SiteYearJob, services: Services, *,
             model_name=services.model.name,
             model_version=services.model.version,
             model_sha256=services.model.summary()["onnx_sha256"],
+            model_members=services.model.members_summary(),
             run_id=run_id,
             seconds=round(time.perf_counter() - started, 2),
             attempts=attempts,
@@ -152,7 +172,7 @@ def process_site_year(storage: Storage, job: SiteYearJob, services: Services, *,
 
     chosen = choice.chosen
     canvas = QuicklookCanvas(grid)
-    read = scene_reader(grid, choice, services.dem, services.model.input_layers, canvas, times)
+    enabled = site.filters.enabled()
     prefix = results_prefix(site.id, job.year, run_id)
     with (
         _deleted_on_error(storage, site.id, job.year, run_id),
@@ -160,23 +180,33 @@ def process_site_year(storage: Storage, job: SiteYearJob, services: Services, *,
         read_env(),  # GDAL cache capped, remote reads retried
     ):
         folder = Path(tmp)
-        with times.stage("inference"):
-            predict_to_files(services.model, read, grid, folder / "probability.tif", folder / "mask.tif")
-        times.seconds["inference"] -= times.seconds[READ_STAGE]  # reads happen inside the prediction loop
+        rasters = FilterRasters(grid, folder)  # what the water and flat filters read, written strip by strip
+        drift = DriftAccumulator()  # stable-terrain reflectance, strip by strip
+        read = scene_reader(grid, choice, services.dem, services.model.input_layers, canvas, times, rasters, drift)
+        with times.stage("inference"), rasters:
+            predict_to_files(
+                services.model, read, grid, folder / "probability.tif", folder / "mask.tif", on_mask=drift.add_mask
+            )
+        # reads and filter rasters happen inside the prediction loop
+        times.seconds["inference"] -= times.seconds[READ_STAGE] + times.seconds.get(FILTER_RASTER_STAGE, 0.0)
         with times.stage("objects + carbon"):
             inside = None if site.geometry is None else burn_wgs84([site.geometry_wgs84()], grid)
             rts, observed_px, site_px = _read_mask(folder / "mask.tif", inside)
-            with rasterio.open(folder / "probability.tif") as src:
-
-                def probability(rows: slice, cols: slice) -> NDArray[np.float32]:
-                    window: NDArray[np.float32] = src.read(1, window=Window.from_slices(rows, cols))
-                    return window
-
-                objects = find_objects(rts, probability, grid) if rts.any() else []
+            if not rasters.complete():
+                raise RtsError(f"filter rasters cover {rasters.rows_written} of {grid.height} rows")
+            found = _site_objects(rts, grid, folder, rasters, enabled, services.model.threshold)
+            objects = found.objects
             rts_area = total_area_m2(objects)
             observed_area = observed_px * grid.res_m**2
             carbon = site_carbon(rts_area, max(observed_area, rts_area))
+        with times.stage("drift check"):
+            check = check_drift(drift.summary(), read_records(storage, site.id), job.year)
+            if check.suspect:
+                log.warning("%s %d: radiometric drift, record marked suspect: %s", site.id, job.year, check.reason)
         with times.stage("products"):
+            for item in found.removed:  # the quick-look outlines what the record counts
+                (rows, cols), pixels = object_pixels(item.obj, grid)
+                rts[rows, cols] &= ~pixels
             canvas.add_rts(0, rts)
             del rts
             properties = {
@@ -185,7 +215,14 @@ def process_site_year(storage: Storage, job: SiteYearJob, services: Services, *,
                 "scene_id": chosen.acquisition.id,
                 "model": services.model.version,
             }
-            (folder / "rts.geojson").write_text(json.dumps(objects_geojson(objects, grid, properties)))
+            collection = objects_geojson(objects, grid, properties, per_object=[t.properties() for t in found.tiers])
+            collection["tiers"] = tier_document(services.model.threshold)
+            collection["filters"] = {
+                "enabled": list(enabled),
+                "removed": found.counts,
+                "objects": [item.to_dict() for item in found.removed],
+            }
+            (folder / "rts.geojson").write_text(json.dumps(collection))
             title = f"{site.name} {job.year}: {len(objects)} RTS"
             write_quicklook(canvas.stack(), canvas.rts, folder / "quicklook.png", title=title)
             # Planetary Computer's hrefs carry a SAS token: the stored document keeps them unsigned
@@ -211,6 +248,10 @@ def process_site_year(storage: Storage, job: SiteYearJob, services: Services, *,
         rts_count=len(objects),
         rts_area_m2=round(rts_area, 1),
         rts_area_err_m2=round(rts_area * AREA_ERROR_FRACTION, 1),
+        rts_area_high_m2=round(found.tier_areas["high"], 1),
+        rts_area_medium_m2=round(found.tier_areas["medium"], 1),
+        rts_area_low_m2=round(found.tier_areas["low"], 1),
+        rts_filtered=json.dumps(found.counts),
         carbon_t_c_per_yr=round(carbon.net_t_c_per_yr, 2),
         carbon_t_c_err_per_yr=round(carbon.net_t_c_err_per_yr, 2),
         co2_t_per_yr=round(carbon.net_t_co2_per_yr, 2),
@@ -219,7 +260,9 @@ def process_site_year(storage: Storage, job: SiteYearJob, services: Services, *,
         model_name=services.model.name,
         model_version=services.model.version,
         model_sha256=services.model.summary()["onnx_sha256"],
+        model_members=services.model.members_summary(),
         threshold=services.model.threshold,
+        **check.record_fields(),
         run_id=run_id,
         results_prefix=prefix,
         seconds=round(times.seconds["total"], 2),
@@ -298,6 +341,8 @@ COMMIT_ATTEMPTS = 5
 
 READ_STAGE = "read bands + slope"
 """Stage name of the scene and DEM reads (they happen strip by strip inside the inference loop)."""
+FILTER_RASTER_STAGE = "filter rasters"
+"""Stage name of writing the water and slope rasters the filters read (strip by strip, inside the inference loop)."""
 
 
 def scene_reader(
@@ -307,23 +352,94 @@ def scene_reader(
     layers: tuple[str, ...],
     canvas: QuicklookCanvas,
     times: StageTimes,
+    rasters: FilterRasters | None = None,
+    drift: DriftAccumulator | None = None,
 ) -> Reader:
     """A :data:`~rtsmonitor.inference.Reader` that reads the chosen scene and the slope for each window.
 
     Each window of the site grid is read from the remote COGs on its own (bands, SCL and the DEM
     with its margin), so no stage holds the whole site. The window's colour layers also go to the
-    quick-look ``canvas``.
+    quick-look ``canvas``, its water flag (SCL water or NDWI) and slope to the filter
+    ``rasters``, and its stack to the ``drift`` check (both need full-width windows, as the
+    inference loop reads them).
     """
     acquisition = choice.require().acquisition
 
     def read(row_off: int, col_off: int, height: int, width: int) -> NDArray[np.float32]:
         part = grid.window(row_off, col_off, height, width)
         with times.stage(READ_STAGE):
-            stack = make_stack(read_scene(acquisition, part, require_data=False), slope_on_grid(dem, part))
+            scene = read_scene(acquisition, part, require_data=False)
+            stack = make_stack(scene, slope_on_grid(dem, part))
         canvas.add_rgb(row_off, select_layers(stack, RGB_LAYERS))
+        if (rasters is not None or drift is not None) and (col_off != 0 or width != grid.width):
+            raise RtsError(
+                f"filter rasters and drift need full-width windows, got columns {col_off}..{col_off + width}"
+            )
+        if rasters is not None:
+            with times.stage(FILTER_RASTER_STAGE):
+                rasters.add(row_off, stack.layer("green"), stack.layer("nir"), scene.scl, stack.layer(SLOPE_LAYER))
+        if drift is not None:
+            drift.stage(row_off, stack.data, stack.layers)
         return select_layers(stack, layers)
 
     return read
+
+
+@dataclass(frozen=True)
+class SiteObjects:
+    """The objects of a site-year after the filters, their tiers, and what the filters removed.
+
+    Attributes
+    ----------
+    objects : kept objects, numbered 1.. in row-major order of their first pixel.
+    tiers : the tier of each kept object (:mod:`rtsmonitor.tiers`), in the same order.
+    removed : objects a filter removed (not counting components below the mapping unit).
+    counts : :func:`~rtsmonitor.filters.removal_counts` (stored as the record's ``rts_filtered``).
+    tier_areas : summed area of the kept objects per tier, in m^2.
+
+    """
+
+    objects: list[RtsObject]
+    tiers: list[ObjectTier]
+    removed: list[Removed]
+    counts: dict[str, int]
+    tier_areas: dict[str, float]
+
+
+def _site_objects(
+    rts: NDArray[np.bool_],
+    grid: SiteGrid,
+    folder: Path,
+    rasters: FilterRasters | None,
+    enabled: tuple[str, ...],
+    threshold: float,
+) -> SiteObjects:
+    """Objects of the RTS pixels ``rts``, screened by the ``enabled`` filters, with their tiers.
+
+    Reads ``probability.tif`` and ``mask.tif`` in ``folder`` window by window; ``rasters`` None:
+    the water and flat filters have nothing to read and keep every object. With the ``mmu``
+    filter the minimum mapping unit is applied while the components are traced (smaller ones
+    are counted, never vectorised); without it every component is an object.
+    """
+    mmu = "mmu" in enabled
+    pixel_area = grid.res_m**2
+    if not rts.any():
+        return SiteObjects([], [], [], removal_counts([], enabled), tier_areas([]))
+    with rasterio.open(folder / "probability.tif") as src, ObjectScreen(grid, folder / "mask.tif", rasters) as screen:
+
+        def probability(rows: slice, cols: slice) -> NDArray[np.float32]:
+            window: NDArray[np.float32] = src.read(1, window=Window.from_slices(rows, cols))
+            return window
+
+        found = find_objects(rts, probability, grid, min_area_m2=MIN_AREA_M2 if mmu else 0.0)
+        mmu_dropped = small_components(rts, MIN_AREA_M2 / pixel_area) if mmu else 0
+        kept, removed = screen_objects(found, screen.context, enabled)
+        objects = [replace(obj, id=number) for number, obj in enumerate(kept, start=1)]
+        tiers = []
+        for obj in objects:
+            (rows, cols), pixels = object_pixels(obj, grid)
+            tiers.append(object_tier(probability(rows, cols), pixels, threshold, pixel_area))
+    return SiteObjects(objects, tiers, removed, removal_counts(removed, enabled, mmu_dropped), tier_areas(tiers))
 
 
 def _read_mask(path: Path, inside: NDArray[np.bool_] | None) -> tuple[NDArray[np.bool_], int, int]:

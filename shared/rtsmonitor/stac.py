@@ -22,12 +22,15 @@ GDAL_REMOTE_READ_OPTIONS: dict[str, Any] = {
     "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF",
     "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
     "VSI_CACHE": "TRUE",
+    "CPL_VSIL_CURL_NON_CACHED": "/vsicurl/",
     "GDAL_CACHEMAX": 128,
     **GDAL_RETRY_OPTIONS,
 }
 """GDAL options for reading COGs over HTTP: no directory listing, merged range requests, the
-retries and timeouts of :data:`rtsmonitor.retry.GDAL_RETRY_OPTIONS`, and a raster block cache of
-128 MB (GDAL's default is 5 % of RAM, which lets a worker's memory grow with the machine rather
+retries and timeouts of :data:`rtsmonitor.retry.GDAL_RETRY_OPTIONS`, no process-wide ``/vsicurl/``
+cache (GDAL keeps a response cut short in it and every later read of that tile in the process
+fails without a request: a worker would fail every redelivery; found by the soak run), and a
+raster block cache of 128 MB (GDAL's default is 5 % of RAM, which lets a worker's memory grow with the machine rather
 than with the window it reads)."""
 
 

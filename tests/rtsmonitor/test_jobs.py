@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from rtsmonitor.errors import RtsError
+from rtsmonitor.errors import RtsError, StorageError
 from rtsmonitor.jobs import (
     POISON_QUEUE,
     SITE_YEARS_QUEUE,
@@ -185,6 +185,28 @@ def test_always_failing_message_goes_to_poison_after_max_deliveries(storage: Loc
     assert message.content == job.to_message() and message.dequeue_count == 2
     assert error is errors[-1]
     assert run.poisoned == [job.to_message()] and run.succeeded == [] and run.failures == 2
+    assert storage.queues.peek_count(SITE_YEARS_QUEUE) == 0
+    assert poison_contents(storage) == [job.to_message()]
+
+
+def test_a_failure_that_cannot_be_recorded_leaves_the_message_in_the_queue(storage: LocalStorage) -> None:
+    """If the poison handler fails (say the table is down), the message is released, not lost."""
+    job = SiteYearJob("lost01", 2021)
+    storage.queues.send(SITE_YEARS_QUEUE, job.to_message())
+    recorded: list[str] = []
+
+    def record_once_the_table_is_back(message: QueueMessage, error: BaseException) -> None:
+        if message.dequeue_count < 3:
+            raise StorageError("table unavailable")
+        recorded.append(message.content)
+
+    def always_fail(message: QueueMessage) -> None:
+        raise RuntimeError("transient")
+
+    run = run_queue(
+        storage, always_fail, record_once_the_table_is_back, max_dequeue_count=1, retry_delay_s=0, idle_wait_s=0.01
+    )
+    assert recorded == [job.to_message()] and run.poisoned == [job.to_message()] and run.failures == 3
     assert storage.queues.peek_count(SITE_YEARS_QUEUE) == 0
     assert poison_contents(storage) == [job.to_message()]
 

@@ -138,7 +138,7 @@ def test_refused_download_leaves_a_good_cached_copy_alone(published: LocalStorag
 def test_pointer_to_a_missing_bundle_fails_without_caching_anything(published: LocalStorage, tmp_path: Path) -> None:
     write_pointer(published, version="no-such-version")
     cache = tmp_path / "cache"
-    with pytest.raises(ModelError, match=r"no-such-version/model\.onnx is missing"):
+    with pytest.raises(ModelError, match=r"no-such-version/model\.json is missing"):
         fetch_current_bundle(published, cache)
     assert not (cache / NAME / "no-such-version").exists()
     assert leftovers(cache) == []

@@ -9,6 +9,7 @@ faulty imagery service gives the same record as through a clean one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
@@ -25,7 +26,7 @@ from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
 from rtsmonitor import retry
-from rtsmonitor.errors import ConfigError, ModelError, NotFoundError, RtsError, SceneError
+from rtsmonitor.errors import ConfigError, ModelError, NotFoundError, RtsError, SceneError, StorageError
 from rtsmonitor.handlers import on_job, on_poison
 from rtsmonitor.inference import Model
 from rtsmonitor.jobs import SiteYearJob, run_queue
@@ -169,6 +170,18 @@ def test_cog_reads_recover_from_server_errors_and_throttling(stac: Stac, proxy: 
     assert proxy.stats().total_faults == 3
 
 
+def test_a_cog_response_cut_short_is_read_again_and_not_cached(stac: Stac, proxy: FaultProxy) -> None:
+    """GDAL must not keep a truncated tile in its /vsicurl/ cache: later reads in the process re-fetch it."""
+    path = a_band_path(stac)
+    with read_env(), rasterio.open(stac.url + path) as src:
+        expected = src.read(1)
+    proxy.set_plan(FaultPlan(script=(None, None, FaultKind.SHORT), methods=frozenset({"GET"})))
+    for _ in range(2):
+        with read_env(), rasterio.open(proxy.url + path) as src:
+            np.testing.assert_array_equal(src.read(1), expected)
+    assert proxy.stats().faults == {FaultKind.SHORT: 1}
+
+
 def test_cog_read_of_a_missing_file_is_not_retried(proxy: FaultProxy) -> None:
     with pytest.raises(RasterioIOError):
         read_window(proxy.url + "/files/no-such-band.tif")
@@ -198,6 +211,23 @@ def test_storage_calls_recover_from_server_errors_and_throttling(
     assert [proxies[s].stats().total_faults for s in ("Blob", "Table", "Queue")] == [2, 2, 1]
 
 
+def test_the_tables_client_gets_the_retry_settings() -> None:
+    """azure-data-tables ignores ``retry_policy=``: the settings must arrive as keyword arguments."""
+    storage = AzureStorage.from_connection_string(
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;"
+        "TableEndpoint=http://127.0.0.1:9/devstoreaccount1;BlobEndpoint=http://127.0.0.1:9/devstoreaccount1;"
+        "QueueEndpoint=http://127.0.0.1:9/devstoreaccount1;"
+    )
+    client = storage.tables._client("rtsrecords")  # type: ignore[attr-defined]
+    policies = client._client._client._pipeline._impl_policies  # the SDK's pipeline, private but stable
+    (policy,) = [p for p in policies if type(p).__name__ == "TablesRetryPolicy"]
+    assert (policy.total_retries, policy.backoff_factor, policy.backoff_max) == (
+        retry.RETRIES,
+        retry.BACKOFF_FACTOR_S,
+        retry.MAX_BACKOFF_S,
+    )
+
+
 @pytest.mark.azurite
 def test_storage_read_that_hangs_is_timed_out_and_retried(
     azurite_proxies: tuple[str, dict[str, FaultProxy]], monkeypatch: pytest.MonkeyPatch
@@ -211,6 +241,18 @@ def test_storage_read_that_hangs_is_timed_out_and_retried(
     assert storage.blobs.read_bytes("results", "a/b.json") == b"[1]"
     assert proxies["Blob"].stats().faults == {FaultKind.HANG: 1}
     assert time.monotonic() - started < 10
+
+
+@pytest.mark.azurite
+def test_a_table_answer_cut_short_is_a_storage_error(azurite_proxies: tuple[str, dict[str, FaultProxy]]) -> None:
+    """azure-data-tables raises AttributeError on such an answer: it must reach the caller as StorageError."""
+    connection_string, proxies = azurite_proxies
+    storage = AzureStorage.from_connection_string(connection_string, name_prefix=f"t{uuid.uuid4().hex[:10]}")
+    storage.tables.upsert("rtsrecords", {"PartitionKey": "a", "RowKey": "2020"})  # the table exists
+    proxies["Table"].set_plan(FaultPlan(script=(FaultKind.SHORT,), methods=frozenset({"POST"})))
+    with contextlib.suppress(StorageError):  # landed or not: the caller reads the row back (siteyear._commit)
+        storage.tables.put_if("rtsrecords", {"PartitionKey": "a", "RowKey": "2021", "n": 1}, None)
+    assert proxies["Table"].stats().faults == {FaultKind.SHORT: 1}
 
 
 @pytest.mark.azurite

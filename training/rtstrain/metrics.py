@@ -81,25 +81,40 @@ def object_scores(
     """
     pred_ids, n_pred = ndimage.label(pred & valid, structure=EIGHT_CONNECTED)
     true_ids, n_true = ndimage.label(truth & valid, structure=EIGHT_CONNECTED)
+    tp = len(match_objects(pred_ids, n_pred, true_ids, n_true, iou_threshold))
+    return Scores(tp, n_pred - tp, n_true - tp)
+
+
+def match_objects(
+    pred_ids: NDArray[np.integer[Any]],
+    n_pred: int,
+    true_ids: NDArray[np.integer[Any]],
+    n_true: int,
+    iou_threshold: float = OBJECT_IOU_THRESHOLD,
+) -> dict[int, int]:
+    """Predicted object id -> labelled object id of each match (IoU >= ``iou_threshold``).
+
+    ``pred_ids`` and ``true_ids`` are label rasters (0 = background, objects 1..n). Pairs are
+    matched one to one, greedily by descending IoU.
+    """
     if n_pred == 0 or n_true == 0:
-        return Scores(0, n_pred, n_true)
+        return {}
     pred_area = np.bincount(pred_ids.ravel(), minlength=n_pred + 1)
     true_area = np.bincount(true_ids.ravel(), minlength=n_true + 1)
     both = (pred_ids > 0) & (true_ids > 0)
     pairs, overlap = np.unique(pred_ids[both].astype(np.int64) * (n_true + 1) + true_ids[both], return_counts=True)
     p_of, t_of = pairs // (n_true + 1), pairs % (n_true + 1)
     iou = overlap / (pred_area[p_of] + true_area[t_of] - overlap)
-    matched_p: set[int] = set()
+    matches: dict[int, int] = {}
     matched_t: set[int] = set()
     for k in np.argsort(-iou, kind="stable"):
         if iou[k] < iou_threshold:
             break
-        if p_of[k] in matched_p or t_of[k] in matched_t:
+        if int(p_of[k]) in matches or int(t_of[k]) in matched_t:
             continue
-        matched_p.add(int(p_of[k]))
+        matches[int(p_of[k])] = int(t_of[k])
         matched_t.add(int(t_of[k]))
-    tp = len(matched_p)
-    return Scores(tp, n_pred - tp, n_true - tp)
+    return matches
 
 
 def best_threshold(

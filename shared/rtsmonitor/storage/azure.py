@@ -12,8 +12,10 @@ Azure Tables has no nulls and distinguishes 32- and 64-bit integers; ``int`` val
 
 from __future__ import annotations
 
+import os
 import re
 import threading
+import traceback
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -82,6 +84,18 @@ def _azure_errors(what: str) -> Iterator[None]:
         raise NotFoundError(f"{what}: not found ({_describe(exc)})") from exc
     except AzureError as exc:
         raise StorageError(f"{what}: Azure Storage error: {_describe(exc)}") from exc
+    except AttributeError as exc:
+        if not _raised_in_sdk(exc):
+            raise
+        # azure-data-tables 12.7 fails so on an error answer cut short (its _decode_error reads the
+        # headers of a response it does not have): a transport failure like any other
+        raise StorageError(f"{what}: unreadable answer from Azure Storage ({exc})") from exc
+
+
+def _raised_in_sdk(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised inside an Azure SDK package (not in this module's own code)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return bool(frames) and f"{os.sep}azure{os.sep}" in frames[-1].filename
 
 
 def _create_on_miss(operation: Callable[[], _T], create: Callable[[], object]) -> _T:
