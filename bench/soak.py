@@ -14,8 +14,7 @@ no record names (orphan), and every product blob that an ``ok`` record names. Th
 store directly from Azurite (not through the proxies) and prints one table; the command exits 1 when
 any count that must be 0 is not.
 
-The load (defaults; ``--quick``: 4 sites, 2 workers, 12 messages, a 15 s lease, no table hangs or
-cut table answers, see :data:`QUICK_FAULT_MIX`):
+The load (defaults; ``--quick``: 4 sites, 2 workers, 12 messages, a 15 s lease):
 
 - ``--sites`` (80) overlapping sites of 2.5 km x 2.5 km on a lattice around Horton 01 (one synthetic
   corpus, one acquisition per summer 2019-2021; every fourth site also asks for 2018, which has no
@@ -32,11 +31,11 @@ cut table answers, see :data:`QUICK_FAULT_MIX`):
   poison queue holds them);
 - transient faults at ``--fault-rate`` (10 %) of the requests of every proxy, seeded (:data:`FAULT_MIX`):
   500 and 503 everywhere, 429 on the table, STAC API and COG requests, a few hangs (about 1 fault
-  in 25), and a few bodies cut short on blob, table and STAC API responses. Not injected: 429 on
-  blob and queue (Azure Storage throttles with 503 and those SDKs do not retry 429), ``short`` on
-  queue responses (a lost answer to a receive hides its message for a whole lease), ``short`` on COG
-  reads unless ``--cog-short`` (see :class:`SoakConfig`), and ``corrupt`` (a flipped byte in a COG
-  tile or an entity can pass unnoticed: the soak audits consistency, not pixel values);
+  in 25), and a few bodies cut short on blob, table, STAC API and COG responses. Not injected: 429
+  on blob and queue (Azure Storage throttles with 503 and those SDKs do not retry 429), ``short`` on
+  queue responses (a lost answer to a receive hides its message for a whole lease), and
+  ``corrupt`` (a flipped byte in a COG tile or an entity can pass unnoticed: the soak audits
+  consistency, not pixel values);
 - one worker is killed with SIGKILL mid-job once about a third of the messages are done and a
   replacement starts; the message it held comes back after the lease (:data:`LEASE_S`, 60 s).
 
@@ -50,7 +49,7 @@ host's retry delay is 1 s (``host.json``: 2 minutes) and the lease 60 s (30 minu
 poison after 5 deliveries (as ``host.json``).
 
     .venv/bin/python -m bench.soak [--sites 80] [--workers 4] [--fault-rate 0.1] [--seed 0] [--no-kill]
-        [--cog-short] [--quick] [--markdown FILE] [--workdir DIR]
+        [--quick] [--markdown FILE] [--workdir DIR]
 
 ``--workdir`` keeps the corpus, Azurite's data and each worker's journal (one JSON line per
 delivery) and log for a look after the run.
@@ -133,32 +132,15 @@ FAULT_MIX: FaultMix = {
     "queue": (("status_500", 12), ("status_503", 12), ("hang", 1)),
     "table": (("status_500", 8), ("status_503", 8), ("status_429", 8), ("hang", 1), ("short", 2)),
     "stac": (("status_500", 8), ("status_503", 8), ("status_429", 8), ("hang", 1), ("short", 2)),
-    "cog": (("status_500", 8), ("status_503", 8), ("status_429", 8), ("hang", 1)),
+    "cog": (("status_500", 8), ("status_503", 8), ("status_429", 8), ("hang", 1), ("short", 2)),
 }
 FAULT_PATHS = {"stac": r"^(?!/files/)", "cog": r"^/files/"}
 """Which requests of the STAC server each of its two proxies (one behind the other) may fault."""
-COG_SHORT: tuple[tuple[str, int], ...] = (("short", 2),)
-"""What ``--cog-short`` adds to the COG reads' mix: cut-short tile reads (see :class:`SoakConfig`)."""
-QUICK_FAULT_MIX: FaultMix = {**FAULT_MIX, "table": (("status_500", 8), ("status_503", 8), ("status_429", 8))}
-"""The quick run's mix leaves out table hangs and cut answers. The Tables SDK does not retry an
-insert (POST) whose answer was lost, and when that insert is the ``failed`` record that
-:func:`~rtsmonitor.handlers.on_poison` writes, :func:`~rtsmonitor.jobs.run_queue` has already
-deleted the message: the site-year is left without a record (a known bug). With three poisoned
-messages the smoke test would then fail a few runs in a hundred (about 1.4 % of inserts lose their
-answer at a 10 % fault rate); the full run keeps them and reports such a loss as ``site-years
-without a record``."""
 
 
 @dataclass(frozen=True)
 class SoakConfig:
-    """The size and settings of one soak run.
-
-    ``cog_short`` adds cut-short responses to the COG reads' faults. They are left out by default:
-    GDAL keeps the bytes of a cut-short tile read in its process-wide ``/vsicurl/`` cache, so every
-    later read of that tile in that worker fails at once without a request, and that worker then
-    takes and fails redelivery after redelivery (found by this soak, reported with the issue; the
-    sites here share their acquisitions, so one such worker fails most site-years of that summer).
-    """
+    """The size and settings of one soak run."""
 
     sites: int = SITES
     workers: int = WORKERS
@@ -171,11 +153,10 @@ class SoakConfig:
     lease_s: int = LEASE_S
     timeout_s: float = TIMEOUT_S
     fault_mix: FaultMix = field(default_factory=lambda: FAULT_MIX)
-    cog_short: bool = False
 
     def mix(self) -> FaultMix:
-        """The fault mix in force (:attr:`fault_mix`, with :data:`COG_SHORT` if :attr:`cog_short`)."""
-        return {**self.fault_mix, "cog": self.fault_mix["cog"] + COG_SHORT} if self.cog_short else self.fault_mix
+        """The fault mix in force."""
+        return self.fault_mix
 
     @classmethod
     def quick(cls, **changes: Any) -> SoakConfig:
@@ -188,7 +169,6 @@ class SoakConfig:
             "malformed": MALFORMED[:1],
             "lease_s": QUICK_LEASE_S,
             "timeout_s": QUICK_TIMEOUT_S,
-            "fault_mix": QUICK_FAULT_MIX,
         }
         return cls(**{**values, **changes})
 
@@ -934,7 +914,6 @@ def main() -> None:
     parser.add_argument("--fault-rate", type=float, default=FAULT_RATE, help="share of requests given a fault")
     parser.add_argument("--seed", type=int, default=0, help="seeds the corpus, the faults and the duplicates")
     parser.add_argument("--no-kill", action="store_true", help="do not kill a worker mid-run")
-    parser.add_argument("--cog-short", action="store_true", help="also cut COG reads short (see SoakConfig)")
     parser.add_argument("--quick", action="store_true", help="a dozen messages (the smoke test)")
     parser.add_argument("--markdown", type=Path, help="also write the audit table as Markdown to this file")
     parser.add_argument("--workdir", type=Path, help="keep the corpus, store, journals and logs in this empty folder")
@@ -948,7 +927,6 @@ def main() -> None:
         "fault_rate": args.fault_rate,
         "seed": args.seed,
         "kill": not args.no_kill,
-        "cog_short": args.cog_short,
     }
     if args.sites is not None:
         changes["sites"] = args.sites
