@@ -83,6 +83,17 @@ stac_url_option = click.option(
 )
 
 
+STORE_OPTION = click.option(
+    "--store",
+    "storage_spec",
+    default="rts-output/store",
+    show_default=True,
+    help="Storage: a local folder, 'azure:' (connection string from $RTS_STORAGE_CONNECTION_STRING or "
+    "$AzureWebJobsStorage) or 'azure://ACCOUNT' (Entra ID).",
+)
+"""The ``--store`` option of the commands that read or write a store (monitor, report, export)."""
+
+
 @click.group()
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
 def main(verbose: bool) -> None:
@@ -208,14 +219,7 @@ def demo(out: Path, labels_dir: Path) -> None:
 
 
 @main.command()
-@click.option(
-    "--store",
-    "storage_spec",
-    default="rts-output/store",
-    show_default=True,
-    help="Storage: a local folder, 'azure:' (connection string from $RTS_STORAGE_CONNECTION_STRING or "
-    "$AzureWebJobsStorage) or 'azure://ACCOUNT' (Entra ID).",
-)
+@STORE_OPTION
 @click.option(
     "--register",
     "configs",
@@ -287,14 +291,7 @@ def monitor(
 
 @main.command()
 @click.argument("site")
-@click.option(
-    "--store",
-    "storage_spec",
-    default="rts-output/store",
-    show_default=True,
-    help="Storage: a local folder, 'azure:' (connection string from $RTS_STORAGE_CONNECTION_STRING or "
-    "$AzureWebJobsStorage) or 'azure://ACCOUNT' (Entra ID).",
-)
+@STORE_OPTION
 @click.option(
     "--out",
     type=click.Path(path_type=Path, dir_okay=False),
@@ -335,14 +332,7 @@ def report(site: str, storage_spec: str, out: Path | None) -> None:
 @click.option("--year", type=int, required=True, help="Summer whose slumps to export.")
 @click.option("--sites", "site_list", help="Comma-separated site ids (default: every site with an ok record then).")
 @click.option("--format", "fmt", required=True, help="File format: gpkg (GeoPackage), parquet (GeoParquet) or geojson.")
-@click.option(
-    "--store",
-    "storage_spec",
-    default="rts-output/store",
-    show_default=True,
-    help="Storage: a local folder, 'azure:' (connection string from $RTS_STORAGE_CONNECTION_STRING or "
-    "$AzureWebJobsStorage) or 'azure://ACCOUNT' (Entra ID).",
-)
+@STORE_OPTION
 @click.option(
     "--out",
     type=click.Path(path_type=Path),

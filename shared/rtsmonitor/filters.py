@@ -265,15 +265,7 @@ class FilterRasters:
         self._slope: Any = None
 
     def __enter__(self) -> FilterRasters:
-        profile = {
-            "driver": "GTiff",
-            "count": 1,
-            "width": self.grid.width,
-            "height": self.grid.height,
-            "crs": self.grid.crs,
-            "transform": self.grid.transform,
-            "compress": "deflate",
-        }
+        profile = {**self.grid.gtiff_profile(), "compress": "deflate"}
         self._water = rasterio.open(self.water_path, "w", dtype="uint8", **profile)
         self._slope = rasterio.open(self.slope_path, "w", dtype="float32", nodata=np.nan, **profile)
         return self

@@ -124,6 +124,17 @@ class SiteGrid:
             math.ceil(self.height / factor),
         )
 
+    def gtiff_profile(self, count: int = 1) -> dict[str, Any]:
+        """The rasterio profile of a ``count``-band GeoTIFF on this grid (add dtype, nodata, tiling)."""
+        return {
+            "driver": "GTiff",
+            "count": count,
+            "width": self.width,
+            "height": self.height,
+            "crs": self.crs,
+            "transform": self.transform,
+        }
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form (for stack sidecars and model metadata)."""
         return {

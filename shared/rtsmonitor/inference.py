@@ -661,17 +661,7 @@ class _PredictionWriter:
     def __enter__(self) -> _PredictionWriter:
         self.probability_path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = tempfile.TemporaryDirectory(dir=self.probability_path.parent, prefix=".prediction-")
-        profile = {
-            "driver": "GTiff",
-            "count": 1,
-            "width": self.grid.width,
-            "height": self.grid.height,
-            "crs": self.grid.crs,
-            "transform": self.grid.transform,
-            "tiled": True,
-            "blockxsize": COG_BLOCK_PX,
-            "blockysize": COG_BLOCK_PX,
-        }
+        profile = {**self.grid.gtiff_profile(), "tiled": True, "blockxsize": COG_BLOCK_PX, "blockysize": COG_BLOCK_PX}
         tags = {
             "model": json.dumps(self.model, sort_keys=True),
             "threshold": repr(self.threshold),

@@ -95,16 +95,7 @@ def write_stack(stack: Stack, path: Path) -> Path:
     the COG first and the sidecar last, so a reader never sees a half-written stack.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    profile = {
-        "driver": "GTiff",
-        "dtype": "float32",
-        "count": len(stack.layers),
-        "width": stack.grid.width,
-        "height": stack.grid.height,
-        "crs": stack.grid.crs,
-        "transform": stack.grid.transform,
-        "nodata": np.nan,
-    }
+    profile = {**stack.grid.gtiff_profile(len(stack.layers)), "dtype": "float32", "nodata": np.nan}
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".stack-") as tmp:
         plain = Path(tmp) / "plain.tif"
         with rasterio.open(plain, "w", **profile) as dst:
