@@ -1,5 +1,7 @@
 """The exceptions the RTS monitor raises: one root, one subclass per kind of problem."""
 
+from collections.abc import Iterator
+
 
 class RtsError(Exception):
     """Root of every error the RTS monitor raises on purpose."""
@@ -51,6 +53,14 @@ class MissingExtraError(RtsError):
     """An optional dependency is not installed; the message names the extra to install."""
 
 
+def causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and the errors it was raised from (``__cause__``, else an unsuppressed ``__context__``)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        yield seen
+        seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
+
+
 def error_chain(exc: BaseException, max_links: int = 5) -> str:
     """``Type: message`` of ``exc`` and of the errors it was raised from, joined by ``<-``.
 
@@ -58,10 +68,10 @@ def error_chain(exc: BaseException, max_links: int = 5) -> str:
     GDAL's message naming the file and block), so a stored failure reason needs the whole chain.
     """
     links: list[str] = []
-    seen: BaseException | None = exc
-    while seen is not None and len(links) < max_links:
-        text = f"{type(seen).__name__}: {seen}"
+    for link in causes(exc):
+        if len(links) == max_links:
+            break
+        text = f"{type(link).__name__}: {link}"
         if text not in links:
             links.append(text)
-        seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
     return " <- ".join(links)

@@ -7,7 +7,7 @@ The page shows
 - a map of the site: the quick-look of the selected year (``quicklook.png`` of its run, warped from
   the site's UTM grid to Web Mercator so it lies exactly under the outlines) with that year's slumps
   outlined and coloured by status (:data:`STATUS_COLOURS`), and a year slider;
-- a sortable table of the slumps (:data:`OBJECTS_TABLE`, written by :mod:`rtsmonitor.tracking`):
+- a sortable table of the slumps (:data:`~rtsmonitor.tracking.OBJECTS_TABLE`, written by :mod:`rtsmonitor.tracking`):
   first and last year seen, status, area and growth;
 - a sortable table of the site-year records (area and CO2 with their errors, counts, cloud, model).
 
@@ -22,8 +22,9 @@ ids) is escaped for HTML, and the page's JavaScript only ever sets it as text.
 A year whose result blobs cannot be read (``rts.geojson`` or ``quicklook.png`` missing or corrupt)
 is marked "broken: <reason>" on the slider, in the records table and in the notes at the top; what
 could be read of it is still shown, and the other years are unaffected. Without tracking (no
-:data:`OBJECTS_TABLE` rows or no :data:`SLUMPS_BLOB` for the site) the map shows each year's
-detected RTS from its ``rts.geojson`` and the page says that tracking is not available.
+:data:`~rtsmonitor.tracking.OBJECTS_TABLE` rows or no :func:`~rtsmonitor.tracking.slumps_blob_name`
+blob for the site) the map shows each year's detected RTS from its ``rts.geojson`` and the page
+says that tracking is not available.
 """
 
 from __future__ import annotations
@@ -59,14 +60,8 @@ from rtsmonitor.records import RESULTS_CONTAINER, SiteYearRecord, read_records
 from rtsmonitor.registry import read_site
 from rtsmonitor.report import CHART_DPI, HOW_TO_READ, M2_PER_KM2, site_years_figure
 from rtsmonitor.storage import Entity, Storage
+from rtsmonitor.tracking import OBJECTS_TABLE, slumps_blob_name
 
-OBJECTS_TABLE = "rtsobjects"
-"""Table of the tracked slumps, one row per slump and observed year (PartitionKey site id, RowKey
-``<slump_id>-<yyyy>``), as :mod:`rtsmonitor.tracking` writes it."""
-SLUMPS_BLOB = "_tracking/{site_id}/slumps.geojson"
-"""Blob (in :data:`~rtsmonitor.records.RESULTS_CONTAINER`) of the tracked slump outlines: one WGS84
-feature per slump and year it is present, properties ``slump_id``, ``year``, ``status``, ``area_m2``,
-``growth_m2_per_yr``, ``first_year``."""
 LEAFLET_VERSION = "1.9.4"
 """Version of the vendored Leaflet (``rtsmonitor/vendor/leaflet``; pinned in ``package-lock.json``)."""
 LEAFLET_LICENSE = "BSD-2-Clause"
@@ -135,7 +130,7 @@ class YearView:
 
 @dataclass(frozen=True)
 class SlumpSummary:
-    """One tracked slump over the years (from its :data:`OBJECTS_TABLE` rows).
+    """One tracked slump over the years (from its :data:`~rtsmonitor.tracking.OBJECTS_TABLE` rows).
 
     Attributes
     ----------
@@ -275,7 +270,7 @@ def _tracked_outlines(
     storage: Storage, site_id: str, rows: Sequence[Entity]
 ) -> tuple[dict[int, list[dict[str, Any]]] | None, str | None]:
     """The tracked outlines by year (every tracked year present, maybe empty) and a note, or ``None``."""
-    blob = SLUMPS_BLOB.format(site_id=site_id)
+    blob = slumps_blob_name(site_id)
     if not rows:
         return None, (
             f"Slump tracking is not available for this site (no rows in table {OBJECTS_TABLE}): the map shows "

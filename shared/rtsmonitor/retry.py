@@ -30,7 +30,7 @@ from azure.storage.queue import ExponentialRetry as QueueExponentialRetry
 from pystac_client.stac_api_io import StacApiIO
 from urllib3.util import Retry
 
-from rtsmonitor.errors import ConfigError, ModelError, NoSceneError
+from rtsmonitor.errors import ConfigError, ModelError, NoSceneError, causes
 
 RETRIES = 4
 """Retries of one remote request after its first try (so at most 5 tries)."""
@@ -158,9 +158,4 @@ model may be written a moment later.)"""
 
 def is_permanent(exc: BaseException) -> bool:
     """Whether ``exc`` (or an error it was raised from) is one of :data:`PERMANENT_ERRORS`."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, PERMANENT_ERRORS):
-            return True
-        seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
-    return False
+    return any(isinstance(link, PERMANENT_ERRORS) for link in causes(exc))

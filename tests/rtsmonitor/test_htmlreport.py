@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import importlib
-import importlib.util
 import io
 import json
 import math
@@ -36,8 +34,6 @@ from rtsmonitor.errors import NotFoundError
 from rtsmonitor.htmlreport import (
     LEAFLET_LICENSE,
     LEAFLET_VERSION,
-    OBJECTS_TABLE,
-    SLUMPS_BLOB,
     collect_site_report,
     render_html,
     report_html,
@@ -49,6 +45,7 @@ from rtsmonitor.registry import register_site
 from rtsmonitor.sites import SiteConfig
 from rtsmonitor.stack import Stack
 from rtsmonitor.storage import LocalStorage, Storage
+from rtsmonitor.tracking import OBJECTS_TABLE, slumps_blob_name
 
 ROOT = Path(__file__).resolve().parents[2]
 SITE = "synth01"
@@ -234,7 +231,7 @@ def write_tracking(storage: Storage, grid: Any) -> None:
                 )
                 previous[sid] = year
     blob = json.dumps({"type": "FeatureCollection", "features": features}).encode()
-    storage.blobs.write_bytes(RESULTS_CONTAINER, SLUMPS_BLOB.format(site_id=SITE), blob)
+    storage.blobs.write_bytes(RESULTS_CONTAINER, slumps_blob_name(SITE), blob)
 
 
 @pytest.fixture
@@ -361,7 +358,7 @@ def test_without_tracking_the_map_shows_detected_rts_and_says_so(tmp_path: Path)
     assert "tracking is not available" in page and 'id="slumps-table"' not in page
     # a tracking blob that cannot be read: the rows alone do not draw outlines
     write_tracking(site.storage, SiteConfig.model_validate(CONFIG).grid())
-    site.storage.blobs.write_bytes(RESULTS_CONTAINER, SLUMPS_BLOB.format(site_id=SITE), b"[]")
+    site.storage.blobs.write_bytes(RESULTS_CONTAINER, slumps_blob_name(SITE), b"[]")
     report = collect_site_report(site.storage, SITE)
     assert report.tracking_note is not None and "slumps.geojson is not a GeoJSON FeatureCollection" in (
         report.tracking_note
@@ -500,10 +497,3 @@ def test_vendored_leaflet_is_the_pinned_npm_package_unchanged() -> None:
     for name, source in sources.items():
         digest = hashlib.sha256((vendor / "leaflet" / name).read_bytes()).hexdigest()
         assert digest == hashlib.sha256(source.read_bytes()).hexdigest(), f"{name} differs: run scripts/vendor_js.sh"
-
-
-def test_table_and_blob_names_agree_with_the_tracking_module() -> None:
-    if importlib.util.find_spec("rtsmonitor.tracking") is None:
-        pytest.skip("rtsmonitor.tracking is not there yet: the names come from the issue 9 contract")
-    tracking = importlib.import_module("rtsmonitor.tracking")
-    assert (tracking.OBJECTS_TABLE, tracking.SLUMPS_BLOB) == (OBJECTS_TABLE, SLUMPS_BLOB)
