@@ -47,6 +47,11 @@ preset_option = click.option(
 epochs_option = click.option("--epochs", type=int, help="Override the preset's epochs.")
 filters_option = click.option("--base-filters", type=int, help="Override the U-Net width (filters of level 1).")
 seed_option = click.option("--seed", type=int, help="Override the preset's seed.")
+resume_option = click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the interrupted run in --out (same dataset, ids and config; --epochs may grow).",
+)
 
 
 def run_options(command: Callable[..., None]) -> Callable[..., None]:
@@ -59,6 +64,7 @@ def run_options(command: Callable[..., None]) -> Callable[..., None]:
             epochs_option,
             filters_option,
             seed_option,
+            resume_option,
         )
     ):
         command = option(command)
@@ -79,6 +85,7 @@ def register(main: click.Group) -> None:
         epochs: int | None,
         base_filters: int | None,
         seed: int | None,
+        resume: bool,
         train_ids: str | None,
         val_ids: str | None,
     ) -> None:
@@ -90,10 +97,12 @@ def register(main: click.Group) -> None:
             _config(preset, epochs, base_filters, seed),
             train_ids=train_ids.split(",") if train_ids else None,
             val_ids=val_ids.split(",") if val_ids else None,
+            resume=resume,
         )
         click.echo(f"parameters: {result.param_count:,}; tiles: {result.tile_stats}")
         click.echo(
             f"best epoch {result.best_epoch} ({result.monitor} {result.best_loss:.4f}) in {result.seconds:.0f} s"
+            f" ({len(result.attempts)} attempt{'s' if len(result.attempts) != 1 else ''})"
         )
         click.echo(f"run written to {out}")
 
@@ -107,12 +116,14 @@ def register(main: click.Group) -> None:
         epochs: int | None,
         base_filters: int | None,
         seed: int | None,
+        resume: bool,
         loso_sites: str | None,
     ) -> None:
         """Primary model + leave-one-site-out models as the paper; writes report.json and report.md."""
         evaluate = _rtstrain("evaluate")
         sites = None if loso_sites is None else ([] if loso_sites == "none" else loso_sites.split(","))
-        report = evaluate.evaluate(dataset_dir, out, _config(preset, epochs, base_filters, seed), loso_sites=sites)
+        config = _config(preset, epochs, base_filters, seed)
+        report = evaluate.evaluate(dataset_dir, out, config, loso_sites=sites, resume=resume)
         click.echo((out / "report.md").read_text())
         click.echo(f"primary model pixel F1 {report['primary']['pixel']['f1']:.3f}; reports in {out}")
 

@@ -35,9 +35,7 @@ import html
 import io
 import json
 import math
-import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -54,6 +52,7 @@ from rasterio.warp import Resampling, calculate_default_transform, reproject
 
 from rtsmonitor import __version__
 from rtsmonitor.errors import NotFoundError, RtsError
+from rtsmonitor.files import write_atomically
 from rtsmonitor.grid import SiteGrid
 from rtsmonitor.quicklook import QUICKLOOK_MAX_PX, TITLE_STRIP_PX
 from rtsmonitor.records import RESULTS_CONTAINER, SiteYearRecord, read_records
@@ -250,16 +249,7 @@ def write_site_report(storage: Storage, site_id: str, path: Path) -> SiteReport:
     """
     report = collect_site_report(storage, site_id)
     text = render_html(report)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(text.encode("utf-8"))
-        os.chmod(temp_name, 0o644)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    write_atomically(path, lambda out: out.write(text.encode("utf-8")))
     return report
 
 

@@ -8,8 +8,6 @@ numpy and Pillow only (no matplotlib figure), which is thread-safe and opens no 
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ from numpy.typing import NDArray
 from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 
 from rtsmonitor.errors import RtsError
+from rtsmonitor.files import write_atomically
 from rtsmonitor.grid import SiteGrid
 from rtsmonitor.stack import Stack
 
@@ -192,7 +191,7 @@ def write_quicklook(
         f"({STRETCH_PERCENTILES[0]:g}-{STRETCH_PERCENTILES[1]:g} percentiles of observed pixels); "
         f"{factor * stack.grid.res_m:g} m per pixel; grey = unobserved; magenta = RTS",
     )
-    _save_png_atomically(picture, info, path)
+    write_atomically(path, lambda out: picture.save(out, format="PNG", pnginfo=info))
     return path
 
 
@@ -252,17 +251,3 @@ def _with_title(picture: Image.Image, title: str) -> Image.Image:
             draw.text((x, top), label, fill=(0, 0, 0), font=font)
             x += draw.textlength(label, font=font) + 10
     return out
-
-
-def _save_png_atomically(picture: Image.Image, info: PngImagePlugin.PngInfo, path: Path) -> None:
-    """Save ``picture`` as PNG into a temporary file in the target folder, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            picture.save(out, format="PNG", pnginfo=info)
-        os.chmod(temp_name, 0o644)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise

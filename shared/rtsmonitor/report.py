@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -25,6 +23,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from rtsmonitor.errors import RtsError
+from rtsmonitor.files import write_atomically
 from rtsmonitor.records import SiteYearRecord
 
 M2_PER_KM2 = 1e6
@@ -94,7 +93,7 @@ def plot_site_years(records: Sequence[SiteYearRecord], path: Path, *, title: str
 
     """
     fig = site_years_figure(records, title=title)
-    _write_atomically(path, lambda out: fig.savefig(out, format="png", dpi=CHART_DPI))
+    write_atomically(path, lambda out: fig.savefig(out, format="png", dpi=CHART_DPI))
     return path
 
 
@@ -228,7 +227,7 @@ def write_markdown_report(
     if factors:
         lines += [f"Carbon factors: {'; '.join(factors)}.", ""]
     text = "\n".join(lines)
-    _write_atomically(path, lambda out: out.write(text.encode("utf-8")))
+    write_atomically(path, lambda out: out.write(text.encode("utf-8")))
     return path
 
 
@@ -403,17 +402,3 @@ def _one_line(text: str) -> str:
 def _md_row(cells: Sequence[str]) -> str:
     """One Markdown table row; pipes in cells are escaped."""
     return "| " + " | ".join(_one_line(c).replace("|", "\\|") for c in cells) + " |"
-
-
-def _write_atomically(path: Path, fill: Callable[[BinaryIO], object]) -> None:
-    """Write ``path`` through ``fill`` into a temporary file in its folder, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            fill(out)
-        os.chmod(temp_name, 0o644)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise

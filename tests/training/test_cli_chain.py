@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from tiny_dataset import write_dataset
 
 from rtsmonitor.cli import main
-from rtsmonitor.errors import ModelError
+from rtsmonitor.errors import ModelError, RtsError
 from rtsmonitor.modelstore import CURRENT_BLOB, MODELS_CONTAINER, publish_model
 from rtsmonitor.storage import Storage, open_storage
 
@@ -88,20 +88,17 @@ def test_a_tampered_bundle_is_refused(bundle: Path, tmp_path: Path) -> None:
 
 def test_evaluate_command_prints_the_report(tmp_path: Path) -> None:
     dataset = write_dataset(tmp_path / "dataset", seeds=(1, 2, 3), sites=["a", "a", "a"])
-    result = CliRunner().invoke(
-        main,
-        [
-            "evaluate",
-            "--dataset",
-            str(dataset),
-            "--out",
-            str(tmp_path / "eval"),
-            "--preset",
-            "quick",
-            "--loso-sites",
-            "none",
-        ],
-    )
+    args = ["evaluate", "--dataset", str(dataset), "--out", str(tmp_path / "eval"), "--preset", "quick"]
+    args += ["--loso-sites", "none"]
+    result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert "| paper (Rustemeyer et al. 2022) | 0.86 | 0.80 | 0.83 |" in result.output
     assert "primary model pixel F1" in result.output and (tmp_path / "eval" / "report.json").is_file()
+
+    again = CliRunner().invoke(main, args)
+    assert isinstance(again.exception, RtsError) and "--resume" in str(again.exception)  # nothing overwritten
+    resumed = CliRunner().invoke(main, [*args, "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert "Epoch" not in resumed.output  # the finished evaluation is read back, not retrained
+    report = result.output[result.output.index("# RTS U-Net evaluation") :]
+    assert resumed.output.endswith(report)

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from tiny_dataset import write_dataset
 
-from rtstrain.evaluate import PAPER_LOSO_F1, evaluate, loso_split, primary_split
+from rtsmonitor.errors import RtsError
+from rtstrain.evaluate import EVALUATED_NAME, PAPER_LOSO_F1, evaluate, loso_split, primary_split
 from rtstrain.train import QUICK, load_manifest
 
 SITES = ("horton01", "horton01", "horton01", "lena", "lena")
@@ -45,3 +46,26 @@ def test_evaluate_writes_reports(dataset: Path, tmp_path: Path) -> None:
     assert "| paper (Rustemeyer et al. 2022) | 0.86 | 0.80 | 0.83 |" in markdown
     assert f"| lena | {PAPER_LOSO_F1['lena']:.2f} |" in markdown
     assert "chosen on the validation images" in markdown
+
+
+def test_an_evaluation_resumed_for_more_epochs_equals_one_never_stopped(dataset: Path, tmp_path: Path) -> None:
+    config, sites = QUICK.model_copy(update={"epochs": 2}), ["lena"]
+    straight = evaluate(dataset, tmp_path / "straight", config, loso_sites=sites)
+
+    evaluate(dataset, tmp_path / "resumed", config.model_copy(update={"epochs": 1}), loso_sites=sites)
+    with pytest.raises(RtsError, match="--resume"):
+        evaluate(dataset, tmp_path / "resumed", config, loso_sites=sites)
+    resumed = evaluate(dataset, tmp_path / "resumed", config, loso_sites=sites, resume=True)
+    for experiment in (resumed["primary"], resumed["loso"]["lena"]):
+        assert experiment["training"]["attempts"] == 2 and experiment["training"]["epochs_run"] == 2
+    for key in ("threshold", "pixel", "object", "baseline_pixel", "per_site"):
+        assert resumed["primary"][key] == straight["primary"][key]
+        assert resumed["loso"]["lena"][key] == straight["loso"]["lena"][key]
+
+    summary = (tmp_path / "resumed" / "primary" / "train.json").read_text()
+    again = evaluate(dataset, tmp_path / "resumed", config, loso_sites=sites, resume=True)
+    assert again["loso"] == resumed["loso"]  # finished experiments are read back from evaluated.json
+    assert (tmp_path / "resumed" / "primary" / "train.json").read_text() == summary
+    assert (tmp_path / "resumed" / "primary" / EVALUATED_NAME).is_file()
+    markdown = (tmp_path / "resumed" / "report.md").read_text()
+    assert "## Compute time" in markdown and "| leave out lena | 2 |" in markdown

@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,7 @@ from rtsmonitor.errors import ModelError, RtsError
 from rtsmonitor.stack import INPUT_LAYERS, read_stack
 from rtsmonitor.tiling import Normalisation, pad_to_multiple
 from rtstrain.export import check_parity, export_run, load_keras_model
-from rtstrain.train import PAPER, QUICK, TrainConfig, TrainResult, image_id, train
+from rtstrain.train import PAPER, QUICK, STATE_NAME, RunState, TrainConfig, TrainResult, image_id, train
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 TEST_CONFIG = QUICK.model_copy(update={"epochs": 4})
@@ -136,3 +138,78 @@ def test_same_seed_same_model(dataset: Path, tmp_path: Path) -> None:
     assert runs[0].history == runs[1].history
     a, b = (load_keras_model(r.model_path).get_weights() for r in runs)
     assert all(np.array_equal(u, v) for u, v in zip(a, b, strict=True))
+
+
+RESUME_CONFIG = TEST_CONFIG.model_copy(update={"dropout": 0.2})
+"""Four epochs with dropout, whose random-generator state must survive an interruption too."""
+RESUME_IDS = {"train_ids": ["site1_2019-07-01", "site2_2019-07-02"], "val_ids": ["site3_2019-07-03"]}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
+    return train(dataset, tmp_path_factory.mktemp("straight"), RESUME_CONFIG, verbose=0, **RESUME_IDS)
+
+
+def _same_model(a: TrainResult, b: TrainResult) -> bool:
+    wa, wb = (load_keras_model(r.model_path).get_weights() for r in (a, b))
+    return a.history == b.history and all(np.array_equal(u, v) for u, v in zip(wa, wb, strict=True))
+
+
+def test_a_run_continued_for_more_epochs_equals_one_never_stopped(
+    dataset: Path, tmp_path: Path, uninterrupted: TrainResult
+) -> None:
+    first = train(dataset, tmp_path, RESUME_CONFIG.model_copy(update={"epochs": 1}), verbose=0, **RESUME_IDS)
+    assert len(first.history["loss"]) == 1
+    resumed = train(dataset, tmp_path, RESUME_CONFIG, verbose=0, resume=True, **RESUME_IDS)
+    assert _same_model(resumed, uninterrupted)
+    assert [(a["from_epoch"], a["to_epoch"]) for a in resumed.attempts] == [(0, 1), (1, 4)]
+    assert resumed.seconds == pytest.approx(sum(a["seconds"] for a in resumed.attempts))
+    assert len(resumed.epoch_seconds) == 4
+    summary = json.loads((tmp_path / "train.json").read_text())
+    assert summary["epochs_run"] == 4 and len(summary["attempts"]) == 2
+
+    finished = train(dataset, tmp_path, RESUME_CONFIG, verbose=0, resume=True, **RESUME_IDS)
+    assert finished.attempts == resumed.attempts  # nothing left to train: no new attempt
+    assert _same_model(finished, uninterrupted)
+
+
+def test_a_killed_run_resumes_to_the_same_model(dataset: Path, tmp_path: Path, uninterrupted: TrainResult) -> None:
+    script = textwrap.dedent(
+        f"""
+        from pathlib import Path
+        from rtstrain.train import TrainConfig, train
+        config = TrainConfig.model_validate_json({RESUME_CONFIG.model_dump_json()!r})
+        train(Path({str(dataset)!r}), Path({str(tmp_path)!r}), config, verbose=0, **{RESUME_IDS!r})
+        """
+    )
+    child = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    state_path = tmp_path / STATE_NAME
+    try:
+        while child.poll() is None and not (state_path.exists() and RunState.load(state_path).epochs_done >= 1):
+            time.sleep(0.02)
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.wait()
+    killed_after = RunState.load(state_path).epochs_done
+    assert child.returncode == -signal.SIGKILL and 1 <= killed_after < RESUME_CONFIG.epochs
+    assert not (tmp_path / "model.keras").exists()
+
+    resumed = train(dataset, tmp_path, RESUME_CONFIG, verbose=0, resume=True, **RESUME_IDS)
+    assert resumed.attempts[-1]["from_epoch"] == killed_after
+    assert _same_model(resumed, uninterrupted)
+
+
+def test_resuming_refuses_another_experiment_or_a_damaged_state(dataset: Path, tmp_path: Path) -> None:
+    config = RESUME_CONFIG.model_copy(update={"epochs": 1})
+    train(dataset, tmp_path, config, verbose=0, **RESUME_IDS)
+    with pytest.raises(RtsError, match="already holds a training run"):
+        train(dataset, tmp_path, config, verbose=0, **RESUME_IDS)
+    faster = config.model_copy(update={"learning_rate": 0.01})
+    with pytest.raises(RtsError, match=r"config field 'learning_rate' was 0\.001, now 0\.01"):
+        train(dataset, tmp_path, faster, verbose=0, resume=True, **RESUME_IDS)
+    with pytest.raises(RtsError, match="val_ids was"):
+        train(dataset, tmp_path, config, verbose=0, resume=True, train_ids=RESUME_IDS["train_ids"])
+    state = tmp_path / STATE_NAME
+    state.write_bytes(state.read_bytes()[:1000])
+    with pytest.raises(RtsError, match="is not a readable training state"):
+        train(dataset, tmp_path, config, verbose=0, resume=True, **RESUME_IDS)

@@ -6,11 +6,18 @@
 
 The split rule is :data:`SPLIT_RULE`. The spectral-threshold baseline (:mod:`rtstrain.baseline`) is
 tuned on the same training images.
+
+Each experiment's scores are kept in its folder (``evaluated.json``) as soon as it ends, and each
+training run saves its state after every epoch, so ``evaluate(..., resume=True)`` (``rts evaluate
+--resume``) continues an interrupted evaluation where it stopped: the paper configuration takes
+hours on a laptop. The report gives the compute time of every experiment, summed over attempts.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import platform
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -26,6 +33,9 @@ from rtsmonitor.tiling import Normalisation, pad_to_multiple, valid_mask
 from rtstrain.baseline import fit_spectral_threshold
 from rtstrain.metrics import ZERO, Scores, best_threshold, object_scores, pixel_scores
 from rtstrain.train import TrainConfig, image_id, load_manifest, read_image, train
+
+EVALUATED_NAME = "evaluated.json"
+"""File in an experiment's folder holding its split, config and scores once it has finished."""
 
 SPLIT_RULE = (
     "per site, images are ordered by label date; the latest is the site's test image, the one before it "
@@ -111,6 +121,7 @@ class Evaluated:
     baseline_pixel: Scores
     per_site: dict[str, dict[str, Any]]
     seconds: float
+    training: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -121,17 +132,39 @@ class Evaluated:
             "baseline_pixel": self.baseline_pixel.to_dict(),
             "per_site": self.per_site,
             "seconds": round(self.seconds, 1),
+            "training": self.training,
         }
 
 
-def run_experiment(dataset_dir: Path, out_dir: Path, config: TrainConfig, split: Split) -> Evaluated:
-    """Train on ``split.train``, choose the threshold on ``split.val``, score ``split.test``."""
+def run_experiment(
+    dataset_dir: Path, out_dir: Path, config: TrainConfig, split: Split, resume: bool = False
+) -> dict[str, Any]:
+    """Train on ``split.train``, choose the threshold on ``split.val``, score ``split.test``.
+
+    Returns the split and :meth:`Evaluated.to_dict`, also written to ``out_dir/evaluated.json``.
+    With ``resume``, an experiment that already finished with this split and config is read back,
+    and an interrupted one continues its training (:func:`rtstrain.train.train`).
+    """
+    done = out_dir / EVALUATED_NAME
+    config_json = config.model_dump(mode="json")
+    if resume and done.is_file():
+        kept: dict[str, Any] = json.loads(done.read_text())
+        if kept.get("split") == split.__dict__ and kept.get("config") == config_json:
+            return {k: v for k, v in kept.items() if k != "config"}
+    result = {"split": split.__dict__, **_train_and_score(dataset_dir, out_dir, config, split, resume).to_dict()}
+    done.write_text(json.dumps({**result, "config": config_json}, indent=2))
+    return result
+
+
+def _train_and_score(dataset_dir: Path, out_dir: Path, config: TrainConfig, split: Split, resume: bool) -> Evaluated:
     import keras
 
-    started = time.monotonic()
     manifest = load_manifest(dataset_dir)
     entries = {image_id(e): e for e in manifest["images"]}
-    result = train(dataset_dir, out_dir, config, train_ids=split.train, val_ids=split.val or None, verbose=2)
+    result = train(
+        dataset_dir, out_dir, config, train_ids=split.train, val_ids=split.val or None, verbose=2, resume=resume
+    )
+    scoring_started = time.monotonic()
     model = keras.models.load_model(result.model_path, compile=False)
 
     def prob_truth(ids: Sequence[str]) -> list[tuple[str, Stack, NDArray[np.float32]]]:
@@ -176,16 +209,32 @@ def run_experiment(dataset_dir: Path, out_dir: Path, config: TrainConfig, split:
         }
         for site, v in per_site.items()
     }
-    return Evaluated(threshold, pixel, objects, base, per_site_dicts, time.monotonic() - started)
+    training = {
+        "seconds": result.seconds,
+        "attempts": len(result.attempts),
+        "epochs_run": len(result.history.get("loss", [])),
+        "best_epoch": result.best_epoch,
+        "epoch_seconds_median": float(np.median(result.epoch_seconds)) if result.epoch_seconds else None,
+    }
+    # Training time summed over every attempt; data preparation and scoring of this attempt.
+    seconds = result.seconds + (time.monotonic() - scoring_started)
+    return Evaluated(threshold, pixel, objects, base, per_site_dicts, seconds, training)
 
 
 def evaluate(
-    dataset_dir: Path, out_dir: Path, config: TrainConfig, loso_sites: Sequence[str] | None = None
+    dataset_dir: Path,
+    out_dir: Path,
+    config: TrainConfig,
+    loso_sites: Sequence[str] | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Primary model plus leave-one-site-out models; writes ``report.json`` and ``report.md``.
 
     ``loso_sites`` limits the regional cross-validation (default: every site; ``[]``: none).
+    ``resume`` continues an interrupted evaluation in ``out_dir`` (see the module docstring).
     """
+    import tensorflow as tf
+
     dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
     manifest = load_manifest(dataset_dir)
     sites = list(images_by_site(manifest))
@@ -198,19 +247,19 @@ def evaluate(
         },
         "config": config.model_dump(),
         "split_rule": SPLIT_RULE,
+        "host": {
+            "cpus": os.cpu_count(),
+            "machine": platform.machine(),
+            "python": platform.python_version(),
+            "tensorflow": tf.__version__,
+            "gpus": len(tf.config.list_physical_devices("GPU")),
+        },
     }
-    primary = primary_split(manifest)
-    report["primary"] = {
-        "split": primary.__dict__,
-        **run_experiment(dataset_dir, out_dir / "primary", config, primary).to_dict(),
-    }
+    report["primary"] = run_experiment(dataset_dir, out_dir / "primary", config, primary_split(manifest), resume)
     report["loso"] = {}
     for site in sites if loso_sites is None else loso_sites:
         split = loso_split(manifest, site)
-        report["loso"][site] = {
-            "split": split.__dict__,
-            **run_experiment(dataset_dir, out_dir / f"loso-{site}", config, split).to_dict(),
-        }
+        report["loso"][site] = run_experiment(dataset_dir, out_dir / f"loso-{site}", config, split, resume)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))
     (out_dir / "report.md").write_text(markdown_report(report))
@@ -269,4 +318,31 @@ def markdown_report(report: dict[str, Any]) -> str:
             f"images of the same sites, which it saw other images of: {np.mean(seen) if seen else float('nan'):.2f}.",
             "",
         ]
+    lines += _time_table(report)
     return "\n".join(lines) + "\n"
+
+
+def _time_table(report: dict[str, Any]) -> list[str]:
+    """Markdown lines: each experiment's epochs and compute time (summed over attempts), and the host."""
+    experiments = {"primary": report["primary"], **{f"leave out {k}": v for k, v in report["loso"].items()}}
+    rows = [(name, r.get("training"), float(r["seconds"])) for name, r in experiments.items()]
+    host = report.get("host", {})
+    lines = [
+        "## Compute time",
+        "",
+        f"Host: {host.get('cpus', '?')} CPUs ({host.get('machine', '?')}), {host.get('gpus', 0)} GPUs, "
+        f"TensorFlow {host.get('tensorflow', '?')}. Times are training (data preparation and every epoch, "
+        "summed over the attempts of an interrupted run) plus scoring.",
+        "",
+        "| experiment | epochs | best epoch | median s/epoch | attempts | hours |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, training, seconds in rows:
+        t = training or {}
+        median = t.get("epoch_seconds_median")
+        lines.append(
+            f"| {name} | {t.get('epochs_run', '')} | {t.get('best_epoch', '')} | "
+            f"{'' if median is None else f'{median:.1f}'} | {t.get('attempts', '')} | {seconds / 3600:.2f} |"
+        )
+    lines += [f"| **all** | | | | | **{sum(s for _, _, s in rows) / 3600:.2f}** |", ""]
+    return lines

@@ -12,6 +12,9 @@ The entry point of the training container (an Azure Container Apps Job). Setting
     comma-separated paper-site ids or site-config paths (default: the six paper sites).
 ``RTS_WORK_DIR``
     scratch folder for the dataset and runs (default ``/work``).
+``RTS_RESUME``
+    ``1`` continues the evaluation already in ``RTS_WORK_DIR`` (a retried job on a mounted volume
+    picks up after its last finished epoch); ``0`` (default) refuses a work dir holding runs.
 ``RTS_PRESET``
     ``paper`` (default), ``demo`` or ``quick``; ``RTS_LOSO`` ``all`` (default) or ``none``.
 ``RTS_STORE``
@@ -61,6 +64,7 @@ class JobSettings:
     store: str
     model_name: str
     model_version: str
+    resume: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> JobSettings:
@@ -77,6 +81,9 @@ class JobSettings:
         loso = env.get("RTS_LOSO", "all")
         if loso not in ("all", "none"):
             problems.append(("RTS_LOSO", f"{loso!r} is not 'all' or 'none'"))
+        resume = env.get("RTS_RESUME", "0")
+        if resume not in ("0", "1"):
+            problems.append(("RTS_RESUME", f"{resume!r} is not '0' or '1'"))
         store = env.get("RTS_STORE", "")
         if not store:
             problems.append(("RTS_STORE", "is required: where to publish the model (folder, azure:, azure://ACCOUNT)"))
@@ -98,6 +105,7 @@ class JobSettings:
             store=store,
             model_name=env.get("RTS_MODEL_NAME", "rts-unet"),
             model_version=env.get("RTS_MODEL_VERSION", datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")),
+            resume=resume == "1",
         )
 
 
@@ -127,7 +135,7 @@ def run_job(settings: JobSettings) -> PublishedModel:
     log.info("building the dataset of %d sites from %s", len(settings.sites), settings.stac_url)
     build_dataset(settings.sites, settings.stac_url, dataset_dir, labels_dir)
     config = PRESETS[settings.preset]
-    report = evaluate(dataset_dir, eval_dir, config, loso_sites=None if settings.loso else [])
+    report = evaluate(dataset_dir, eval_dir, config, loso_sites=None if settings.loso else [], resume=settings.resume)
     primary = report["primary"]
     export_run(
         eval_dir / "primary",

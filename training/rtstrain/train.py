@@ -19,18 +19,30 @@ Everything a run produces lands in ``out_dir``:
 ``history.json``, ``training_curve.png``
     per-epoch losses and metrics, and their plot;
 ``train.json``
-    the config, image ids, tile counts, parameter count, manifest hash and timings.
+    the config, image ids, tile counts, parameter count, manifest hash and timings;
+``state.npz``
+    the run so far, rewritten atomically after every epoch (see :func:`train`'s ``resume``).
+
+**Resuming.** Every epoch is a pure function of the state after the previous one: the tile order of
+epoch ``e`` is drawn from ``(seed, e)``, and the state holds every model variable (weights,
+batch-norm statistics, the dropout layers' random-generator states), the optimizer's variables,
+the history and the best weights so far. A run killed at any point and resumed with
+``resume=True`` therefore ends with the same weights, bit for bit, as one that was never
+interrupted (on the same machine and library versions); ``train.json`` lists each attempt.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import random
 import time
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +51,7 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
 from rtsmonitor.errors import MissingExtraError, RtsError
+from rtsmonitor.files import write_atomically
 from rtsmonitor.stack import INPUT_LAYERS, MASK_LAYER, Stack, read_stack
 from rtsmonitor.tiling import (
     DEFAULT_PERCENTILES,
@@ -55,6 +68,11 @@ log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.json"
 """File name of a dataset's manifest inside the dataset folder."""
+STATE_NAME = "state.npz"
+"""File name of a run's resumable state inside its output folder (written after every epoch)."""
+RESUMABLE_CHANGES = frozenset({"epochs", "early_stopping_patience"})
+"""Config fields a resumed run may change (to train longer or stop differently); any other change
+would make the resumed run a different experiment."""
 
 
 class TrainConfig(BaseModel):
@@ -151,6 +169,8 @@ class TrainResult:
     seconds: float
     config: TrainConfig
     files: dict[str, Path] = field(default_factory=dict)
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
 
 
 # --- dataset -------------------------------------------------------------------------------------
@@ -213,6 +233,183 @@ def _tiles_of(
     )
 
 
+# --- resumable state -----------------------------------------------------------------------------
+
+
+@dataclass
+class RunState:
+    """A run after ``len(history["loss"])`` epochs: what ``state.npz`` holds.
+
+    ``identity`` is what a resumed run must share (:func:`_identity`); ``model``, ``optimizer`` and
+    ``best`` are the values of ``model.variables`` (weights, batch-norm statistics, dropout
+    random-generator states), of ``optimizer.variables``, and of ``model.variables`` at the best
+    epoch. ``attempts`` lists each call of :func:`train` that worked on the run; ``epoch_seconds`` the
+    wall time of each epoch (training and validation).
+    """
+
+    identity: dict[str, Any]
+    history: dict[str, list[float]] = field(default_factory=dict)
+    best_epoch: int = 0
+    best_value: float = float("inf")
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
+    model: list[NDArray[Any]] = field(default_factory=list)
+    optimizer: list[NDArray[Any]] = field(default_factory=list)
+    best: list[NDArray[Any]] = field(default_factory=list)
+
+    @classmethod
+    def new(cls, identity: dict[str, Any]) -> RunState:
+        """The state of a run before its first epoch."""
+        return cls(identity)
+
+    @property
+    def epochs_done(self) -> int:
+        """Epochs finished so far."""
+        return len(self.history.get("loss", []))
+
+    def save(self, path: Path) -> None:
+        """Write the state to ``path`` in one atomic replace (numpy ``.npz``, no pickles)."""
+        keys = ("identity", "history", "best_epoch", "best_value", "attempts", "epoch_seconds")
+        meta = {k: getattr(self, k) for k in keys}
+        arrays = {"meta": np.array(json.dumps(meta))}
+        for group in ("model", "optimizer", "best"):
+            arrays.update({f"{group}_{i}": v for i, v in enumerate(getattr(self, group))})
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)  # type: ignore[arg-type]
+        write_atomically(path, lambda out: out.write(buffer.getbuffer()))
+
+    @classmethod
+    def load(cls, path: Path) -> RunState:
+        """Read a state written by :meth:`save`."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                meta = json.loads(str(data["meta"]))
+                groups = {
+                    g: [data[f"{g}_{i}"] for i in range(sum(k.startswith(f"{g}_") for k in data.files))]
+                    for g in ("model", "optimizer", "best")
+                }
+            return cls(
+                identity=meta["identity"],
+                history=meta["history"],
+                best_epoch=int(meta["best_epoch"]),
+                best_value=float(meta["best_value"]),
+                attempts=meta["attempts"],
+                epoch_seconds=[float(v) for v in meta["epoch_seconds"]],
+                model=groups["model"],
+                optimizer=groups["optimizer"],
+                best=groups["best"],
+            )
+        except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
+            raise RtsError(f"{path} is not a readable training state ({exc!r}); remove it to start over") from exc
+
+
+def _identity(config: TrainConfig, train_ids: list[str], val_ids: list[str], sha: str) -> dict[str, Any]:
+    """What makes a run the same experiment: config (less :data:`RESUMABLE_CHANGES`), images, data."""
+    fixed = config.model_dump(mode="json", exclude=set(RESUMABLE_CHANGES))
+    return {"config": fixed, "train_ids": train_ids, "val_ids": val_ids, "manifest_sha256": sha}
+
+
+def _load_state(out_dir: Path, identity: dict[str, Any]) -> RunState | None:
+    """The state in ``out_dir`` (None if there is none), refused if it belongs to another experiment."""
+    path = out_dir / STATE_NAME
+    if not path.exists():
+        return None
+    state = RunState.load(path)
+    for key, value in identity.items():
+        stored = state.identity.get(key)
+        if key == "config":
+            stored = stored or {}
+            changed = sorted(k for k in {*value, *stored} if value.get(k) != stored.get(k))
+            if changed:
+                field_name = changed[0]
+                raise RtsError(
+                    f"cannot resume {path}: config field {field_name!r} was {stored.get(field_name)!r}, now "
+                    f"{value.get(field_name)!r} (only {sorted(RESUMABLE_CHANGES)} may change)"
+                )
+        elif stored != value:
+            raise RtsError(f"cannot resume {path}: {key} was {stored!r}, now {value!r}")
+    return state
+
+
+def _assign(variables: Sequence[Any], values: Sequence[NDArray[Any]]) -> None:
+    """Give Keras variables the stored values, checking that they line up."""
+    if len(variables) != len(values):
+        raise RtsError(f"training state holds {len(values)} values for {len(variables)} variables")
+    for variable, value in zip(variables, values, strict=True):
+        if tuple(variable.shape) != value.shape:
+            raise RtsError(f"training state: {variable.path} has shape {tuple(variable.shape)}, stored {value.shape}")
+        variable.assign(value)
+
+
+def _should_stop(state: RunState, config: TrainConfig) -> bool:
+    """All epochs done, or (with early stopping) ``patience`` epochs without a better monitor value."""
+    if state.epochs_done >= config.epochs:
+        return True
+    patience = config.early_stopping_patience
+    return patience is not None and state.epochs_done - state.best_epoch >= patience
+
+
+def _fit_epochs(
+    model: Any,
+    train_data: tuple[NDArray[np.float32], NDArray[np.float32]],
+    val_data: tuple[NDArray[np.float32], NDArray[np.float32]] | None,
+    config: TrainConfig,
+    monitor: str,
+    out_dir: Path,
+    state: RunState,
+    started: float,
+    verbose: int | str,
+) -> RunState:
+    """Train epoch by epoch from ``state``, saving the state (and the best weights) after each one.
+
+    Epoch ``e`` visits the training tiles in the order drawn from ``(config.seed, e)``; validation
+    follows each epoch. The best epoch is the one with the lowest ``monitor`` value (ties: the first).
+    """
+    if _should_stop(state, config) and state.best:
+        return state  # a finished run: nothing to train
+    if state.model:
+        model.optimizer.build(model.trainable_variables)
+        _assign(model.variables, state.model)
+        _assign(model.optimizer.variables, state.optimizer)
+    attempt = {
+        "started_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        "from_epoch": state.epochs_done,
+        "to_epoch": state.epochs_done,
+        "seconds": round(time.monotonic() - started, 2),
+    }
+    state.attempts.append(attempt)
+    x, targets = train_data
+    while not _should_stop(state, config):
+        epoch, epoch_started = state.epochs_done, time.monotonic()
+        order = np.random.default_rng([config.seed, epoch]).permutation(len(x))
+        fit = model.fit(
+            x[order],
+            targets[order],
+            batch_size=config.batch_size,
+            initial_epoch=epoch,
+            epochs=epoch + 1,
+            validation_data=val_data,
+            shuffle=False,
+            verbose=verbose,
+        )
+        for key, values in fit.history.items():
+            name = key.replace("dice_metric", "dice").replace("bce_metric", "bce")
+            state.history.setdefault(name, []).append(float(values[-1]))
+        state.epoch_seconds.append(round(time.monotonic() - epoch_started, 2))
+        state.model = [np.array(v) for v in model.variables]
+        state.optimizer = [np.array(v) for v in model.optimizer.variables]
+        value = state.history[monitor][-1]
+        if value < state.best_value:
+            state.best_epoch, state.best_value, state.best = epoch + 1, value, state.model
+            model.save_weights(out_dir / "best.weights.h5")
+        attempt["to_epoch"] = state.epochs_done
+        attempt["seconds"] = round(time.monotonic() - started, 2)
+        state.save(out_dir / STATE_NAME)
+    if not state.best:
+        raise RtsError(f"no epoch of the run in {out_dir} gave a finite {monitor} (diverged?)")
+    return state
+
+
 # --- training ------------------------------------------------------------------------------------
 
 
@@ -270,6 +467,7 @@ def train(
     train_ids: Sequence[str] | None = None,
     val_ids: Sequence[str] | None = None,
     verbose: int | str = "auto",
+    resume: bool = False,
 ) -> TrainResult:
     """Train the U-Net on the images of ``dataset_dir`` and write the run's files to ``out_dir``.
 
@@ -285,6 +483,10 @@ def train(
         tiles, drawn with the seed; with neither, no validation and the best epoch is the one with
         the lowest training loss.
     verbose : Keras ``fit`` verbosity: 1 or "auto" is a progress bar, 2 one line per epoch, 0 silent.
+    resume : continue the run whose ``state.npz`` is in ``out_dir`` (a finished run is only
+        rewritten). Its config, image ids and dataset manifest must be this call's; only
+        :data:`RESUMABLE_CHANGES` may differ. Without ``resume`` a folder holding a state is refused,
+        so no run is overwritten by accident.
 
     The normalisation is fitted on the training images only. Tiles are cut, the training tiles
     undersampled (positive : negative = 1 : ``undersample_ratio``) and augmented; the validation
@@ -311,6 +513,14 @@ def train(
         raise RtsError(f"images {overlap} are in both the training and the validation ids")
     if not train_list:
         raise RtsError("no training images selected")
+    sha = manifest_sha256(dataset_dir, manifest)
+    identity = _identity(config, train_list, val_list, sha)
+    state = _load_state(out_dir, identity) if resume else None
+    if state is None and (out_dir / STATE_NAME).exists():
+        raise RtsError(
+            f"{out_dir} already holds a training run ({out_dir / STATE_NAME}): pass resume "
+            "(rts train/evaluate --resume) to continue it, or choose another output folder"
+        )
 
     seed_everything(config.seed, config.deterministic)
     train_stacks = [read_image(dataset_dir, entries[i]) for i in train_list]
@@ -351,32 +561,23 @@ def train(
     out_dir.mkdir(parents=True, exist_ok=True)
     monitor = "val_loss" if has_val else "loss"
     weights_path = out_dir / "best.weights.h5"
-    callbacks: list[Any] = [
-        keras.callbacks.ModelCheckpoint(weights_path, monitor=monitor, save_best_only=True, save_weights_only=True)
-    ]
-    if config.early_stopping_patience is not None:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=config.early_stopping_patience))
-    validation_data = (xv, pack_targets(yv, vv)) if has_val else None
-    fit = model.fit(
-        x,
-        pack_targets(y, valid),
-        batch_size=config.batch_size,
-        epochs=config.epochs,
-        validation_data=validation_data,
-        shuffle=True,
-        callbacks=callbacks,
-        verbose=verbose,
+    state = _fit_epochs(
+        model,
+        (x, pack_targets(y, valid)),
+        (xv, pack_targets(yv, vv)) if has_val else None,
+        config,
+        monitor,
+        out_dir,
+        state or RunState.new(identity),
+        started,
+        verbose,
     )
-    history = {
-        (k.replace("dice_metric", "dice").replace("bce_metric", "bce")): [float(v) for v in vals]
-        for k, vals in fit.history.items()
-    }
-    best_epoch = int(np.argmin(history[monitor])) + 1
-    model.load_weights(weights_path)
+    history, best_epoch = state.history, state.best_epoch
+    _assign(model.variables, state.best)
+    model.save_weights(weights_path)
     model_path = out_dir / "model.keras"
     model.save(model_path)
 
-    sha = manifest_sha256(dataset_dir, manifest)
     files = {
         "model": model_path,
         "checkpoint": weights_path,
@@ -402,9 +603,11 @@ def train(
         train_ids=train_list,
         val_ids=val_list,
         manifest_sha256=sha,
-        seconds=round(time.monotonic() - started, 2),
+        seconds=round(sum(float(a["seconds"]) for a in state.attempts), 2),
         config=config,
         files=files,
+        attempts=state.attempts,
+        epoch_seconds=state.epoch_seconds,
     )
     files["summary"].write_text(json.dumps(summary(result), indent=2))
     return result
@@ -425,6 +628,8 @@ def summary(result: TrainResult) -> dict[str, Any]:
         "monitor": result.monitor,
         "epochs_run": len(result.history.get("loss", [])),
         "seconds": result.seconds,
+        "attempts": result.attempts,
+        "epoch_seconds_median": float(np.median(result.epoch_seconds)) if result.epoch_seconds else None,
         "normalisation": result.normalisation.to_dict(),
         "files": {k: v.name for k, v in result.files.items()},
     }
