@@ -13,7 +13,7 @@ Everything a run produces lands in ``out_dir``:
 ``model.keras``
     the model with the best weights (lowest validation loss; lowest training loss without validation);
 ``best.weights.h5``
-    the checkpoint written during training;
+    the best weights (with the optimizer's variables), written at the end;
 ``normalisation.json``
     the constants fitted on the training images (:class:`rtsmonitor.tiling.Normalisation`);
 ``history.json``, ``training_curve.png``
@@ -40,7 +40,7 @@ import logging
 import random
 import time
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -349,6 +349,18 @@ def _should_stop(state: RunState, config: TrainConfig) -> bool:
     return patience is not None and state.epochs_done - state.best_epoch >= patience
 
 
+def _batches(n_tiles: int, batch_size: int, seed: int, first_epoch: int, epochs: int) -> Iterator[NDArray[np.int64]]:
+    """Tile indices of every batch of epochs ``first_epoch`` .. ``epochs - 1``, in training order.
+
+    Epoch ``e`` visits the tiles in the permutation drawn from ``(seed, e)``: the order does not
+    depend on where a run was interrupted.
+    """
+    for epoch in range(first_epoch, epochs):
+        order = np.random.default_rng([seed, epoch]).permutation(n_tiles)
+        for start in range(0, n_tiles, batch_size):
+            yield order[start : start + batch_size]
+
+
 def _fit_epochs(
     model: Any,
     train_data: tuple[NDArray[np.float32], NDArray[np.float32]],
@@ -360,11 +372,15 @@ def _fit_epochs(
     started: float,
     verbose: int | str,
 ) -> RunState:
-    """Train epoch by epoch from ``state``, saving the state (and the best weights) after each one.
+    """Train from ``state`` to the end, saving the state after every epoch; return the final state.
 
-    Epoch ``e`` visits the training tiles in the order drawn from ``(config.seed, e)``; validation
-    follows each epoch. The best epoch is the one with the lowest ``monitor`` value (ties: the first).
+    One ``model.fit`` call runs every remaining epoch (``initial_epoch`` = epochs done), fed by
+    :func:`_batches`; validation follows each epoch. The best epoch is the one with the lowest
+    ``monitor`` value (ties: the first).
     """
+    import keras
+    import tensorflow as tf
+
     if _should_stop(state, config) and state.best:
         return state  # a finished run: nothing to train
     if state.model:
@@ -378,33 +394,48 @@ def _fit_epochs(
         "seconds": round(time.monotonic() - started, 2),
     }
     state.attempts.append(attempt)
+
+    class SaveEveryEpoch(keras.callbacks.Callback):  # type: ignore[misc]
+        """Record the epoch's history and time, keep the best weights, save the state, stop early."""
+
+        epoch_started = 0.0
+
+        def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            self.epoch_started = time.monotonic()
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            for key, value in (logs or {}).items():
+                name = key.replace("dice_metric", "dice").replace("bce_metric", "bce")
+                state.history.setdefault(name, []).append(float(value))
+            state.epoch_seconds.append(round(time.monotonic() - self.epoch_started, 2))
+            state.model = [np.array(v) for v in model.variables]
+            state.optimizer = [np.array(v) for v in model.optimizer.variables]
+            value = state.history[monitor][-1]
+            if value < state.best_value:
+                state.best_epoch, state.best_value, state.best = epoch + 1, value, state.model
+            attempt["to_epoch"] = state.epochs_done
+            attempt["seconds"] = round(time.monotonic() - started, 2)
+            state.save(out_dir / STATE_NAME)
+            model.stop_training = _should_stop(state, config)
+
     x, targets = train_data
-    while not _should_stop(state, config):
-        epoch, epoch_started = state.epochs_done, time.monotonic()
-        order = np.random.default_rng([config.seed, epoch]).permutation(len(x))
-        fit = model.fit(
-            x[order],
-            targets[order],
-            batch_size=config.batch_size,
-            initial_epoch=epoch,
-            epochs=epoch + 1,
-            validation_data=val_data,
-            shuffle=False,
-            verbose=verbose,
-        )
-        for key, values in fit.history.items():
-            name = key.replace("dice_metric", "dice").replace("bce_metric", "bce")
-            state.history.setdefault(name, []).append(float(values[-1]))
-        state.epoch_seconds.append(round(time.monotonic() - epoch_started, 2))
-        state.model = [np.array(v) for v in model.variables]
-        state.optimizer = [np.array(v) for v in model.optimizer.variables]
-        value = state.history[monitor][-1]
-        if value < state.best_value:
-            state.best_epoch, state.best_value, state.best = epoch + 1, value, state.model
-            model.save_weights(out_dir / "best.weights.h5")
-        attempt["to_epoch"] = state.epochs_done
-        attempt["seconds"] = round(time.monotonic() - started, 2)
-        state.save(out_dir / STATE_NAME)
+    x_tensor, target_tensor = tf.constant(x), tf.constant(targets)
+    batches = tf.data.Dataset.from_generator(
+        lambda: _batches(len(x), config.batch_size, config.seed, state.epochs_done, config.epochs),
+        output_signature=tf.TensorSpec([None], tf.int64),
+    )
+    dataset = batches.map(lambda i: (tf.gather(x_tensor, i), tf.gather(target_tensor, i))).prefetch(2)
+    model.fit(
+        dataset,
+        initial_epoch=state.epochs_done,
+        epochs=config.epochs,
+        steps_per_epoch=-(-len(x) // config.batch_size),
+        validation_data=val_data,
+        validation_batch_size=config.batch_size,
+        callbacks=[SaveEveryEpoch()],
+        shuffle=False,  # the order comes from _batches
+        verbose=verbose,
+    )
     if not state.best:
         raise RtsError(f"no epoch of the run in {out_dir} gave a finite {monitor} (diverged?)")
     return state
