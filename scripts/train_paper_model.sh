@@ -4,7 +4,9 @@
 #   1. render the synthetic paper corpus and build the 41-image dataset (skipped when WORK holds it),
 #   2. rts evaluate --preset paper --resume: continues where an interrupted run stopped (every
 #      epoch is saved; a resumed run ends with the same weights as an uninterrupted one),
-#   3. copy report.md, report.json and the primary model's training curve to training/reports/paper-cpu.
+#   3. export the primary model to ONNX in WORK/bundle (parity-checked against Keras on 1024 x 1024),
+#   4. copy report.md, report.json, the primary model's training curve, its model.json and the
+#      export's parity line to training/reports/paper-cpu (the 64 MB ONNX file stays in WORK).
 # Usage: bash scripts/train_paper_model.sh [WORK_DIR] [LABELS_DIR]   (about 6.6 h on 2 cores; rerun to resume)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +31,8 @@ if [ ! -f "$WORK/dataset/manifest.json" ]; then
 fi
 $RTS evaluate --dataset "$WORK/dataset" --out "$WORK/evaluation" --preset paper --resume
 mkdir -p "$REPORTS"
-cp "$WORK/evaluation/report.md" "$WORK/evaluation/report.json" "$REPORTS/"
+$RTS export-onnx --run "$WORK/evaluation/primary" --out "$WORK/bundle" --name rts-unet-paper \
+    --version paper-cpu-1 --report "$WORK/evaluation/report.json" | tee "$REPORTS/export.txt"
+cp "$WORK/evaluation/report.md" "$WORK/evaluation/report.json" "$WORK/bundle/model.json" "$REPORTS/"
 cp "$WORK/evaluation/primary/training_curve.png" "$REPORTS/primary_training_curve.png"
 echo "paper-configuration report written to $REPORTS"
