@@ -23,6 +23,7 @@ import pystac
 import pytest
 import rasterio
 import requests
+from hooked_blobs import HookedBlobs
 from pystac_client import Client
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.io import MemoryFile
@@ -50,7 +51,7 @@ from rtsmonitor.registry import register_site
 from rtsmonitor.sites import SiteConfig
 from rtsmonitor.siteyear import PRODUCT_TYPES, Services, process_site_year
 from rtsmonitor.stac import open_catalog
-from rtsmonitor.storage import BlobStore, LocalStorage, Storage
+from rtsmonitor.storage import LocalStorage, Storage
 from rtsmonitor.terrain import StacDem
 
 SITE = "tiny01"
@@ -424,35 +425,17 @@ def test_rerun_is_idempotent_and_removes_stale_items(storage: Storage) -> None:
     assert validate_catalog(storage) == {}
 
 
-class CommitDuringWrite(BlobStore):
-    """Blobs of ``inner``; the first write of the site's Collection first commits the 2019 record (another job)."""
-
-    def __init__(self, storage: Storage) -> None:
-        self.storage, self.inner, self.fired = storage, storage.blobs, False
-
-    def read_bytes(self, container: str, name: str) -> bytes:
-        return self.inner.read_bytes(container, name)
-
-    def write_bytes(self, container: str, name: str, data: bytes, *, content_type: str | None = None) -> None:
-        if name == collection_blob(SITE) and not self.fired:
-            self.fired = True
-            run_id = str(ok_record(2019).run_id)
-            write_products(self.storage, 2019, run_id)
-            write_record(self.storage, ok_record(2019))
-        self.inner.write_bytes(container, name, data, content_type=content_type)
-
-    def exists(self, container: str, name: str) -> bool:
-        return self.inner.exists(container, name)
-
-    def list(self, container: str, prefix: str = "") -> list[str]:
-        return self.inner.list(container, prefix)
-
-    def delete(self, container: str, name: str) -> None:
-        self.inner.delete(container, name)
-
-
 def test_a_record_committed_while_writing_is_caught_up(local: LocalStorage) -> None:
-    hooked = Storage(CommitDuringWrite(local), local.tables, local.queues)
+    fired: list[object] = []
+
+    def commit_2019(operation: str, args: tuple[object, ...]) -> None:
+        # Another job commits the 2019 record just as this one writes the site's Collection.
+        if operation == "blob write" and args[1] == collection_blob(SITE) and not fired:
+            fired.append(args)
+            write_products(local, 2019, str(ok_record(2019).run_id))
+            write_record(local, ok_record(2019))
+
+    hooked = Storage(HookedBlobs(local.blobs, commit_2019), local.tables, local.queues)
     summary = write_site_catalog(hooked, SITE)
     assert summary.items == (f"{SITE}-2019", f"{SITE}-2020", f"{SITE}-2021")
     collection = read_json(local, collection_blob(SITE))

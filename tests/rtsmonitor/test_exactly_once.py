@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
+from hooked_blobs import Hook, HookedBlobs
 
 from rtsmonitor.errors import ConflictError, StorageError
 from rtsmonitor.handlers import LiveServices, on_job
@@ -32,7 +33,7 @@ from rtsmonitor.registry import register_site
 from rtsmonitor.sites import SiteConfig
 from rtsmonitor.siteyear import PRODUCT_TYPES, Services, process_site_year
 from rtsmonitor.stac import open_catalog
-from rtsmonitor.storage import BlobStore, LocalStorage, Storage, TableStore
+from rtsmonitor.storage import LocalStorage, Storage, TableStore
 from rtsmonitor.terrain import StacDem
 
 SITE = "tiny01"
@@ -95,40 +96,6 @@ def assert_one_complete_result(storage: Storage, year: int = 2021) -> None:
 
 
 # --- a storage whose writes a test can intercept ---------------------------------------------------
-
-
-Hook = Callable[[str, tuple[object, ...]], None]
-
-
-class HookedBlobs(BlobStore):
-    """Blobs of ``inner``; ``hook(operation, args)`` runs before every write and delete."""
-
-    def __init__(self, inner: BlobStore, hook: Hook) -> None:
-        self.inner, self.hook = inner, hook
-
-    def read_bytes(self, container: str, name: str) -> bytes:
-        return self.inner.read_bytes(container, name)
-
-    def write_bytes(self, container: str, name: str, data: bytes, *, content_type: str | None = None) -> None:
-        self.hook("blob write", (container, name))
-        self.inner.write_bytes(container, name, data, content_type=content_type)
-
-    def write_file(self, container: str, name: str, path: Path, *, content_type: str | None = None) -> None:
-        self.hook("blob write", (container, name))
-        self.inner.write_file(container, name, path, content_type=content_type)
-
-    def exists(self, container: str, name: str) -> bool:
-        return self.inner.exists(container, name)
-
-    def list(self, container: str, prefix: str = "") -> list[str]:
-        return self.inner.list(container, prefix)
-
-    def delete(self, container: str, name: str) -> None:
-        self.hook("blob delete", (container, name))
-        self.inner.delete(container, name)
-
-    def read_to_file(self, container: str, name: str, path: Path) -> None:
-        self.inner.read_to_file(container, name, path)
 
 
 class HookedTables(TableStore):

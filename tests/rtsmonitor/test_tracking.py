@@ -26,13 +26,14 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hooked_blobs import HookedBlobs
 from pyproj import Transformer
 from rasterio.io import MemoryFile
 from shapely.geometry import box
@@ -49,7 +50,7 @@ from rtsmonitor.records import (
 )
 from rtsmonitor.registry import register_site
 from rtsmonitor.sites import SiteConfig
-from rtsmonitor.storage import BlobStore, LocalStorage, Storage
+from rtsmonitor.storage import LocalStorage, Storage
 from rtsmonitor.tracking import (
     MATCH_MIN_OVERLAP,
     OBJECTS_TABLE,
@@ -479,40 +480,18 @@ def test_a_year_without_a_readable_mask_makes_nothing_vanish(storage: LocalStora
     assert result.counts[2018].vanished == 0 and result.counts[2020].vanished == 1
 
 
-class BlobHook(BlobStore):
-    """Blobs of ``inner``; ``hook(name)`` runs before every write."""
-
-    def __init__(self, inner: BlobStore, hook: Callable[[str], None]) -> None:
-        self.inner, self.hook = inner, hook
-
-    def read_bytes(self, container: str, name: str) -> bytes:
-        return self.inner.read_bytes(container, name)
-
-    def write_bytes(self, container: str, name: str, data: bytes, *, content_type: str | None = None) -> None:
-        self.hook(name)
-        self.inner.write_bytes(container, name, data, content_type=content_type)
-
-    def exists(self, container: str, name: str) -> bool:
-        return self.inner.exists(container, name)
-
-    def list(self, container: str, prefix: str = "") -> list[str]:
-        return self.inner.list(container, prefix)
-
-    def delete(self, container: str, name: str) -> None:
-        self.inner.delete(container, name)
-
-
 def test_a_commit_during_tracking_makes_it_track_again(storage: LocalStorage, tmp_path: Path) -> None:
     committed: list[str] = []
 
-    def commit_another_run(name: str) -> None:
-        if name == slumps_blob_name(SITE) and not committed:
+    def commit_another_run(operation: str, args: tuple[object, ...]) -> None:
+        name = args[1]
+        if operation == "blob write" and name == slumps_blob_name(SITE) and not committed:
             committed.append(name)  # another worker commits a re-run of 2022 while this one writes
             shapes = truth(2022)
             del shapes["A"]
             write_year(storage, 2022, shapes, run_id="run-b")
 
-    hooked = Storage(BlobHook(storage.blobs, commit_another_run), storage.tables, storage.queues)
+    hooked = Storage(HookedBlobs(storage.blobs, commit_another_run), storage.tables, storage.queues)
     result = track_site(hooked, SITE)
     assert committed and result.rounds == 2
     fresh = LocalStorage(tmp_path / "fresh")
