@@ -69,3 +69,14 @@ def test_an_evaluation_resumed_for_more_epochs_equals_one_never_stopped(dataset:
     assert (tmp_path / "resumed" / "primary" / EVALUATED_NAME).is_file()
     markdown = (tmp_path / "resumed" / "report.md").read_text()
     assert "## Compute time" in markdown and "| leave out lena | 2 |" in markdown
+
+
+def test_scores_cut_short_are_computed_again(dataset: Path, tmp_path: Path) -> None:
+    config = QUICK.model_copy(update={"epochs": 1})
+    report = evaluate(dataset, tmp_path, config, loso_sites=[])
+    kept = tmp_path / "primary" / EVALUATED_NAME
+    kept.write_text(kept.read_text()[:100])  # as if killed while writing it (before it was atomic)
+    again = evaluate(dataset, tmp_path, config, loso_sites=[], resume=True)
+    assert again["primary"]["pixel"] == report["primary"]["pixel"]
+    assert again["primary"]["training"]["attempts"] == 1  # the finished run was not trained again
+    assert json.loads(kept.read_text())["split"] == report["primary"]["split"]

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from rtsmonitor.files import write_atomically
 from rtsmonitor.stack import MASK_LAYER, Stack
 from rtsmonitor.tiling import Normalisation, pad_to_multiple, valid_mask
 from rtstrain.baseline import fit_spectral_threshold
@@ -148,12 +149,22 @@ def run_experiment(
     done = out_dir / EVALUATED_NAME
     config_json = config.model_dump(mode="json")
     if resume and done.is_file():
-        kept: dict[str, Any] = json.loads(done.read_text())
+        kept = _read_json_object(done)
         if kept.get("split") == split.__dict__ and kept.get("config") == config_json:
             return {k: v for k, v in kept.items() if k != "config"}
     result = {"split": split.__dict__, **_train_and_score(dataset_dir, out_dir, config, split, resume).to_dict()}
-    done.write_text(json.dumps({**result, "config": config_json}, indent=2))
+    text = json.dumps({**result, "config": config_json}, indent=2).encode()
+    write_atomically(done, lambda out: out.write(text))
     return result
+
+
+def _read_json_object(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path``; an empty dict if it is not one (a file cut short is redone)."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _train_and_score(dataset_dir: Path, out_dir: Path, config: TrainConfig, split: Split, resume: bool) -> Evaluated:
