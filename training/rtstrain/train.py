@@ -257,11 +257,6 @@ class RunState:
     optimizer: list[NDArray[Any]] = field(default_factory=list)
     best: list[NDArray[Any]] = field(default_factory=list)
 
-    @classmethod
-    def new(cls, identity: dict[str, Any]) -> RunState:
-        """The state of a run before its first epoch."""
-        return cls(identity)
-
     @property
     def epochs_done(self) -> int:
         """Epochs finished so far."""
@@ -599,7 +594,7 @@ def train(
         config,
         monitor,
         out_dir,
-        state or RunState.new(identity),
+        state or RunState(identity),
         started,
         verbose,
     )
