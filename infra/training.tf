@@ -82,6 +82,8 @@ resource "azurerm_container_app_job" "training" {
       }
       # RTS_MODEL_VERSION is left unset on purpose: each run then publishes under its own UTC
       # start time; a fixed value here would make every run publish the same version.
+      # RTS_RESUME too: /work is the replica's own disk, so a new run never finds one to resume
+      # (that needs an Azure Files volume at /work; see training/README.md).
     }
   }
 

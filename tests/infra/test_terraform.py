@@ -54,6 +54,7 @@ DEV_TRADE_OFFS = {
 # Training settings the job leaves unset on purpose.
 TRAINING_ENV_UNSET = {
     "RTS_MODEL_VERSION": "each run publishes under its own UTC start time; a fixed value would reuse one version",
+    "RTS_RESUME": "the job's /work is the replica's own disk, gone with it: there is never a run to resume",
 }
 SECRET_MARKERS = (
     "AccountKey=",
