@@ -225,7 +225,7 @@ def _train_and_score(dataset_dir: Path, out_dir: Path, config: TrainConfig, spli
         "attempts": len(result.attempts),
         "epochs_run": len(result.history.get("loss", [])),
         "best_epoch": result.best_epoch,
-        "epoch_seconds_median": float(np.median(result.epoch_seconds)) if result.epoch_seconds else None,
+        "epoch_seconds_median": result.epoch_seconds_median,
     }
     # Training time summed over every attempt; data preparation and scoring of this attempt.
     seconds = result.seconds + (time.monotonic() - scoring_started)
@@ -336,24 +336,22 @@ def markdown_report(report: dict[str, Any]) -> str:
 def _time_table(report: dict[str, Any]) -> list[str]:
     """Markdown lines: each experiment's epochs and compute time (summed over attempts), and the host."""
     experiments = {"primary": report["primary"], **{f"leave out {k}": v for k, v in report["loso"].items()}}
-    rows = [(name, r.get("training"), float(r["seconds"])) for name, r in experiments.items()]
-    host = report.get("host", {})
+    host = report["host"]
     lines = [
         "## Compute time",
         "",
-        f"Host: {host.get('cpus', '?')} CPUs ({host.get('machine', '?')}), {host.get('gpus', 0)} GPUs, "
-        f"TensorFlow {host.get('tensorflow', '?')}. Times are training (data preparation and every epoch, "
-        "summed over the attempts of an interrupted run) plus scoring.",
+        f"Host: {host['cpus']} CPUs ({host['machine']}), {host['gpus']} GPUs, TensorFlow {host['tensorflow']}. "
+        "Times are training (data preparation and every epoch, summed over the attempts of an interrupted "
+        "run) plus scoring.",
         "",
         "| experiment | epochs | best epoch | median s/epoch | attempts | hours |",
         "|---|---|---|---|---|---|",
     ]
-    for name, training, seconds in rows:
-        t = training or {}
-        median = t.get("epoch_seconds_median")
+    for name, result in experiments.items():
+        t, median = result["training"], result["training"]["epoch_seconds_median"]
         lines.append(
-            f"| {name} | {t.get('epochs_run', '')} | {t.get('best_epoch', '')} | "
-            f"{'' if median is None else f'{median:.1f}'} | {t.get('attempts', '')} | {seconds / 3600:.2f} |"
+            f"| {name} | {t['epochs_run']} | {t['best_epoch']} | {'' if median is None else f'{median:.1f}'} | "
+            f"{t['attempts']} | {result['seconds'] / 3600:.2f} |"
         )
-    lines += [f"| **all** | | | | | **{sum(s for _, _, s in rows) / 3600:.2f}** |", ""]
-    return lines
+    total_hours = sum(float(r["seconds"]) for r in experiments.values()) / 3600
+    return [*lines, f"| **all** | | | | | **{total_hours:.2f}** |", ""]

@@ -172,6 +172,11 @@ class TrainResult:
     attempts: list[dict[str, Any]] = field(default_factory=list)
     epoch_seconds: list[float] = field(default_factory=list)
 
+    @property
+    def epoch_seconds_median(self) -> float | None:
+        """Median wall time of an epoch (training and validation), None before the first."""
+        return float(np.median(self.epoch_seconds)) if self.epoch_seconds else None
+
 
 # --- dataset -------------------------------------------------------------------------------------
 
@@ -655,7 +660,7 @@ def summary(result: TrainResult) -> dict[str, Any]:
         "epochs_run": len(result.history.get("loss", [])),
         "seconds": result.seconds,
         "attempts": result.attempts,
-        "epoch_seconds_median": float(np.median(result.epoch_seconds)) if result.epoch_seconds else None,
+        "epoch_seconds_median": result.epoch_seconds_median,
         "normalisation": result.normalisation.to_dict(),
         "files": {k: v.name for k, v in result.files.items()},
     }
