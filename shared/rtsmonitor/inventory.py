@@ -83,7 +83,7 @@ from rtsmonitor.arts import (
 )
 from rtsmonitor.errors import NotFoundError, RtsError
 from rtsmonitor.grid import SiteGrid
-from rtsmonitor.records import RESULTS_CONTAINER, SiteYearRecord, read_records
+from rtsmonitor.records import RESULTS_CONTAINER, SiteYearRecord, read_records, read_result_blob
 from rtsmonitor.registry import list_sites, read_site
 from rtsmonitor.sites import is_site_id
 from rtsmonitor.storage import Storage
@@ -408,10 +408,7 @@ def _open_probability(storage: Storage, record: SiteYearRecord, grid: SiteGrid) 
     """The run's ``probability.tif`` as an open in-memory file (checked to be on the site's grid CRS)."""
     name = f"{record.results_prefix}probability.tif"
     where = f"{RESULTS_CONTAINER}/{name}"
-    try:
-        data = storage.blobs.read_bytes(RESULTS_CONTAINER, name)
-    except NotFoundError as exc:
-        raise RtsError(f"{where} is missing") from exc
+    data = read_result_blob(storage, name)
     memory = MemoryFile(data)
     try:
         with memory.open() as src:

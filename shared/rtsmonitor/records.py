@@ -151,6 +151,14 @@ def results_prefix(site_id: str, year: int, run_id: str) -> str:
     return f"{site_id}/{year_key(year)}/{run_id}/"
 
 
+def read_result_blob(storage: Storage, name: str) -> bytes:
+    """The bytes of blob ``name`` of :data:`RESULTS_CONTAINER`; a missing one is an RtsError naming it."""
+    try:
+        return storage.blobs.read_bytes(RESULTS_CONTAINER, name)
+    except NotFoundError as exc:
+        raise RtsError(f"{RESULTS_CONTAINER}/{name} is missing") from exc
+
+
 def new_run_id(now: datetime | None = None) -> str:
     """A unique run id that sorts by start time: UTC to the microsecond, then 8 random hex digits."""
     started = (now or datetime.now(UTC)).astimezone(UTC)

@@ -128,7 +128,13 @@ from shapely.geometry.base import BaseGeometry
 from rtsmonitor.errors import ConflictError, NotFoundError, RtsError
 from rtsmonitor.grid import SiteGrid
 from rtsmonitor.inference import MASK_UNOBSERVED
-from rtsmonitor.records import RESULTS_CONTAINER, SiteYearRecord, read_records, set_tracking_counts
+from rtsmonitor.records import (
+    RESULTS_CONTAINER,
+    SiteYearRecord,
+    read_records,
+    read_result_blob,
+    set_tracking_counts,
+)
 from rtsmonitor.registry import read_site
 from rtsmonitor.storage import Entity, Storage
 
@@ -551,10 +557,7 @@ def read_year_objects(storage: Storage, record: SiteYearRecord, grid: SiteGrid) 
         raise RtsError(f"record {record.site_id}/{record.year} is not an ok record with a run")
     name = record.results_prefix + "rts.geojson"
     where = f"{RESULTS_CONTAINER}/{name}"
-    try:
-        data = storage.blobs.read_bytes(RESULTS_CONTAINER, name)
-    except NotFoundError as exc:
-        raise RtsError(f"{where} is missing") from exc
+    data = read_result_blob(storage, name)
     try:
         collection = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -611,10 +614,7 @@ def _mask_check(storage: Storage, name: str, grid: SiteGrid) -> FootprintCheck:
 
     def observed(footprints: Sequence[BaseGeometry]) -> list[float]:
         where = f"{RESULTS_CONTAINER}/{name}"
-        try:
-            data = storage.blobs.read_bytes(RESULTS_CONTAINER, name)
-        except NotFoundError as exc:
-            raise RtsError(f"{where} is missing") from exc
+        data = read_result_blob(storage, name)
         try:
             with MemoryFile(data) as memory, memory.open() as src:
                 if src.crs is None or src.crs.to_epsg() != grid.epsg:
