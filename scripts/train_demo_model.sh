@@ -3,7 +3,9 @@
 #   1. render the synthetic paper corpus (six sites, slumps at the real Nitze et al. 2021 labels),
 #   2. serve it with the local STAC server and build the 41-image dataset from the labels,
 #   3. evaluate as the paper (primary + leave-one-site-out, preset "demo", seed 0),
-#   4. export the primary model to ONNX into shared/rtsmonitor/models/demo with its report.
+#   4. export the primary model to ONNX into shared/rtsmonitor/models/demo with its report,
+#   5. score the false-positive filters and confidence tiers with that ONNX model (rtstrain.filter_eval)
+#      and add the section to the report.
 # Usage: bash scripts/train_demo_model.sh [WORK_DIR] [LABELS_DIR]     (about 20 minutes on 2 cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,4 +27,6 @@ rm -rf shared/rtsmonitor/models/demo
 $RTS export-onnx --run "$WORK/evaluation/primary" --out shared/rtsmonitor/models/demo \
     --name rts-unet-demo --version demo-1 --report "$WORK/evaluation/report.json"
 cp "$WORK/evaluation/report.md" "$WORK/evaluation/report.json" shared/rtsmonitor/models/demo/
+.venv/bin/python -m rtstrain.filter_eval --dataset "$WORK/dataset" --corpus "$WORK/corpus" \
+    --report shared/rtsmonitor/models/demo/report.md > /dev/null
 echo "demo model written to shared/rtsmonitor/models/demo"

@@ -6,7 +6,9 @@
 #      epoch is saved; a resumed run ends with the same weights as an uninterrupted one),
 #   3. export the primary model to ONNX in WORK/bundle (parity-checked against Keras on 1024 x 1024),
 #   4. copy report.md, report.json, the primary model's training curve, its model.json and the
-#      export's parity line to training/reports/paper-cpu (the 64 MB ONNX file stays in WORK).
+#      export's parity line to training/reports/paper-cpu (the 64 MB ONNX file stays in WORK),
+#   5. score the false-positive filters and confidence tiers with the exported model's ONNX inference
+#      (python -m rtstrain.filter_eval) and add that section to the copied report.
 # Usage: bash scripts/train_paper_model.sh [WORK_DIR] [LABELS_DIR]   (about 6.6 h on 2 cores; rerun to resume)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,4 +37,6 @@ $RTS export-onnx --run "$WORK/evaluation/primary" --out "$WORK/bundle" --name rt
     --version paper-cpu-1 --report "$WORK/evaluation/report.json" | tee "$REPORTS/export.txt"
 cp "$WORK/evaluation/report.md" "$WORK/evaluation/report.json" "$WORK/bundle/model.json" "$REPORTS/"
 cp "$WORK/evaluation/primary/training_curve.png" "$REPORTS/primary_training_curve.png"
+.venv/bin/python -m rtstrain.filter_eval --dataset "$WORK/dataset" --bundle "$WORK/bundle" \
+    --corpus "$WORK/corpus" --report "$REPORTS/report.md" > /dev/null
 echo "paper-configuration report written to $REPORTS"

@@ -26,3 +26,9 @@ def write_atomically(path: Path, fill: Callable[[BinaryIO], object]) -> Path:
         Path(temp_name).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_text_atomically(path: Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` whole or not at all (:func:`write_atomically`). Returns ``path``."""
+    data = text.encode("utf-8")
+    return write_atomically(path, lambda out: out.write(data))

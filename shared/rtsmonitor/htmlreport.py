@@ -52,7 +52,7 @@ from rasterio.warp import Resampling, calculate_default_transform, reproject
 
 from rtsmonitor import __version__
 from rtsmonitor.errors import NotFoundError, RtsError
-from rtsmonitor.files import write_atomically
+from rtsmonitor.files import write_text_atomically
 from rtsmonitor.grid import SiteGrid
 from rtsmonitor.quicklook import QUICKLOOK_MAX_PX, TITLE_STRIP_PX
 from rtsmonitor.records import RESULTS_CONTAINER, SiteYearRecord, read_records
@@ -249,7 +249,7 @@ def write_site_report(storage: Storage, site_id: str, path: Path) -> SiteReport:
     """
     report = collect_site_report(storage, site_id)
     text = render_html(report)
-    write_atomically(path, lambda out: out.write(text.encode("utf-8")))
+    write_text_atomically(path, text)
     return report
 
 

@@ -23,7 +23,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from rtsmonitor.errors import RtsError
-from rtsmonitor.files import write_atomically
+from rtsmonitor.files import write_atomically, write_text_atomically
 from rtsmonitor.records import SiteYearRecord
 
 M2_PER_KM2 = 1e6
@@ -227,7 +227,7 @@ def write_markdown_report(
     if factors:
         lines += [f"Carbon factors: {'; '.join(factors)}.", ""]
     text = "\n".join(lines)
-    write_atomically(path, lambda out: out.write(text.encode("utf-8")))
+    write_text_atomically(path, text)
     return path
 
 

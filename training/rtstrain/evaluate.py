@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from rtsmonitor.files import write_atomically
+from rtsmonitor.files import write_text_atomically
 from rtsmonitor.stack import MASK_LAYER, Stack
 from rtsmonitor.tiling import Normalisation, pad_to_multiple, valid_mask
 from rtstrain.baseline import fit_spectral_threshold
@@ -153,8 +153,7 @@ def run_experiment(
         if kept.get("split") == split.__dict__ and kept.get("config") == config_json:
             return {k: v for k, v in kept.items() if k != "config"}
     result = {"split": split.__dict__, **_train_and_score(dataset_dir, out_dir, config, split, resume).to_dict()}
-    text = json.dumps({**result, "config": config_json}, indent=2).encode()
-    write_atomically(done, lambda out: out.write(text))
+    write_text_atomically(done, json.dumps({**result, "config": config_json}, indent=2))
     return result
 
 
@@ -272,8 +271,8 @@ def evaluate(
         split = loso_split(manifest, site)
         report["loso"][site] = run_experiment(dataset_dir, out_dir / f"loso-{site}", config, split, resume)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))
-    (out_dir / "report.md").write_text(markdown_report(report))
+    write_text_atomically(out_dir / "report.json", json.dumps(report, indent=2, default=str))
+    write_text_atomically(out_dir / "report.md", markdown_report(report))
     return report
 
 

@@ -33,6 +33,7 @@ from numpy.typing import NDArray
 from scipy import ndimage
 
 from rtsmonitor.errors import RtsError
+from rtsmonitor.files import write_text_atomically
 from rtsmonitor.filters import (
     FILTER_NAMES,
     FILTERS,
@@ -432,14 +433,14 @@ def update_markdown_report(path: Path, section: str) -> None:
     else:
         end = text.find("\n## ", start + len(SECTION_HEADING))
         text = text[:start] + section + ("" if end < 0 else "\n" + text[end + 1 :])
-    path.write_text(text)
+    write_text_atomically(path, text)
 
 
 def update_json_report(path: Path, result: dict[str, Any]) -> None:
     """Put ``result`` into the JSON report at ``path`` under :data:`JSON_KEY`."""
     report = json.loads(path.read_text()) if path.exists() else {}
     report[JSON_KEY] = result
-    path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    write_text_atomically(path, json.dumps(report, indent=2, default=str) + "\n")
 
 
 @click.command()
