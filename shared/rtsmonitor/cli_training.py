@@ -109,6 +109,12 @@ def register(main: click.Group) -> None:
     @main.command("evaluate")
     @run_options
     @click.option("--loso-sites", help="Comma-separated sites for leave-one-site-out (default all; 'none' for none).")
+    @click.option(
+        "--scores-dir",
+        type=click.Path(path_type=Path, file_okay=False),
+        help="Keep each finished experiment's scores here as <experiment>.json, and do not run again an experiment "
+        "whose scores are here for the same dataset, split and config (an evaluation spread over machines).",
+    )
     def evaluate_command(
         dataset_dir: Path,
         out: Path,
@@ -118,12 +124,13 @@ def register(main: click.Group) -> None:
         seed: int | None,
         resume: bool,
         loso_sites: str | None,
+        scores_dir: Path | None,
     ) -> None:
         """Primary model + leave-one-site-out models as the paper; writes report.json and report.md."""
         evaluate = _rtstrain("evaluate")
         sites = None if loso_sites is None else ([] if loso_sites == "none" else loso_sites.split(","))
         config = _config(preset, epochs, base_filters, seed)
-        report = evaluate.evaluate(dataset_dir, out, config, loso_sites=sites, resume=resume)
+        report = evaluate.evaluate(dataset_dir, out, config, loso_sites=sites, resume=resume, scores_dir=scores_dir)
         click.echo((out / "report.md").read_text())
         click.echo(f"primary model pixel F1 {report['primary']['pixel']['f1']:.3f}; reports in {out}")
 

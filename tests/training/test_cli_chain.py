@@ -102,3 +102,12 @@ def test_evaluate_command_prints_the_report(tmp_path: Path) -> None:
     assert "Epoch" not in resumed.output  # the finished evaluation is read back, not retrained
     report = result.output[result.output.index("# RTS U-Net evaluation") :]
     assert resumed.output.endswith(report)
+
+    kept = tmp_path / "kept"
+    elsewhere = ["evaluate", "--dataset", str(dataset), "--preset", "quick", "--loso-sites", "none"]
+    first = CliRunner().invoke(main, [*elsewhere, "--out", str(tmp_path / "a"), "--scores-dir", str(kept)])
+    assert first.exit_code == 0, first.output
+    assert (kept / "primary.json").is_file()
+    second = CliRunner().invoke(main, [*elsewhere, "--out", str(tmp_path / "b"), "--scores-dir", str(kept)])
+    assert second.exit_code == 0, second.output
+    assert "Epoch" not in second.output and not (tmp_path / "b" / "primary").exists()  # read from --scores-dir

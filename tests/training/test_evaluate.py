@@ -80,3 +80,33 @@ def test_scores_cut_short_are_computed_again(dataset: Path, tmp_path: Path) -> N
     assert again["primary"]["pixel"] == report["primary"]["pixel"]
     assert again["primary"]["training"]["attempts"] == 1  # the finished run was not trained again
     assert json.loads(kept.read_text())["split"] == report["primary"]["split"]
+
+
+def test_kept_scores_carry_an_evaluation_to_another_machine(dataset: Path, tmp_path: Path) -> None:
+    config, scores = QUICK.model_copy(update={"epochs": 1}), tmp_path / "kept"
+    first = evaluate(dataset, tmp_path / "machine-a", config, loso_sites=["lena"], scores_dir=scores)
+    assert sorted(p.name for p in scores.iterdir()) == ["loso-lena.json", "primary.json"]
+    # The leave-one-site-out models run first, so the primary model is the one trained last.
+    a = tmp_path / "machine-a"
+    assert (a / "loso-lena" / EVALUATED_NAME).stat().st_mtime_ns < (a / "primary" / EVALUATED_NAME).stat().st_mtime_ns
+
+    # A machine without machine-a's folder trains nothing that is kept: no run folder is made.
+    second = evaluate(dataset, tmp_path / "machine-b", config, loso_sites=["lena"], scores_dir=scores)
+    assert second["primary"] == first["primary"] and second["loso"] == first["loso"]
+    assert not (tmp_path / "machine-b" / "primary").exists()
+    assert not (tmp_path / "machine-b" / "loso-lena").exists()
+
+    # Kept scores of another dataset are not reused; the new ones replace them.
+    kept = scores / "loso-lena.json"
+    kept.write_text(json.dumps({**json.loads(kept.read_text()), "manifest_sha256": "0" * 64}))
+    evaluate(dataset, tmp_path / "machine-c", config, loso_sites=["lena"], scores_dir=scores)
+    assert (tmp_path / "machine-c" / "loso-lena" / "train.json").is_file()
+    assert not (tmp_path / "machine-c" / "primary").exists()
+    assert json.loads(kept.read_text())["manifest_sha256"] == load_manifest(dataset)["manifest_sha256"]
+
+    # Nor are those of another config.
+    longer = config.model_copy(update={"epochs": 2})
+    fourth = evaluate(dataset, tmp_path / "machine-d", longer, loso_sites=["lena"], scores_dir=scores)
+    for experiment, name in ((fourth["primary"], "primary"), (fourth["loso"]["lena"], "loso-lena")):
+        assert experiment["training"]["epochs_run"] == 2
+        assert json.loads((scores / f"{name}.json").read_text())["config"]["epochs"] == 2

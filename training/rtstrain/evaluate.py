@@ -11,6 +11,12 @@ Each experiment's scores are kept in its folder (``evaluated.json``) as soon as 
 training run saves its state after every epoch, so ``evaluate(..., resume=True)`` (``rts evaluate
 --resume``) continues an interrupted evaluation where it stopped: the paper configuration takes
 hours on a laptop. The report gives the compute time of every experiment, summed over attempts.
+
+An evaluation can also outlive the machine it started on: with ``scores_dir`` (``rts evaluate
+--scores-dir``) every finished experiment's scores are copied there as ``<experiment>.json``, and an
+experiment whose scores are there, for the same dataset, split and config, is not run again.
+The leave-one-site-out models run before the primary model, so that when the evaluation ends the
+primary model's weights, which :mod:`rtstrain.export` needs, are on the machine that ends it.
 """
 
 from __future__ import annotations
@@ -138,22 +144,35 @@ class Evaluated:
 
 
 def run_experiment(
-    dataset_dir: Path, out_dir: Path, config: TrainConfig, split: Split, resume: bool = False
+    dataset_dir: Path,
+    out_dir: Path,
+    config: TrainConfig,
+    split: Split,
+    resume: bool = False,
+    kept: Path | None = None,
 ) -> dict[str, Any]:
     """Train on ``split.train``, choose the threshold on ``split.val``, score ``split.test``.
 
-    Returns the split and :meth:`Evaluated.to_dict`, also written to ``out_dir/evaluated.json``.
-    With ``resume``, an experiment that already finished with this split and config is read back,
-    and an interrupted one continues its training (:func:`rtstrain.train.train`).
+    Returns the split and :meth:`Evaluated.to_dict`, also written to ``out_dir/evaluated.json`` and,
+    when given, to ``kept``. An experiment that already finished with this dataset, split and config
+    is read back from ``kept`` or, with ``resume``, from ``out_dir``; with ``resume`` an interrupted
+    one continues its training (:func:`rtstrain.train.train`).
     """
     done = out_dir / EVALUATED_NAME
-    config_json = config.model_dump(mode="json")
-    if resume and done.is_file():
-        kept = _read_json_object(done)
-        if kept.get("split") == split.__dict__ and kept.get("config") == config_json:
-            return {k: v for k, v in kept.items() if k != "config"}
+    identity = {
+        "split": split.__dict__,
+        "config": config.model_dump(mode="json"),
+        "manifest_sha256": load_manifest(dataset_dir).get("manifest_sha256"),
+    }
+    for path in [p for p in (kept, done if resume else None) if p is not None and p.is_file()]:
+        stored = _read_json_object(path)
+        if all(stored.get(key) == value for key, value in identity.items()):
+            return {k: v for k, v in stored.items() if k not in ("config", "manifest_sha256")}
     result = {"split": split.__dict__, **_train_and_score(dataset_dir, out_dir, config, split, resume).to_dict()}
-    write_text_atomically(done, json.dumps({**result, "config": config_json}, indent=2))
+    text = json.dumps({**result, **identity}, indent=2)
+    for path in [p for p in (done, kept) if p is not None]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomically(path, text)
     return result
 
 
@@ -237,11 +256,13 @@ def evaluate(
     config: TrainConfig,
     loso_sites: Sequence[str] | None = None,
     resume: bool = False,
+    scores_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Primary model plus leave-one-site-out models; writes ``report.json`` and ``report.md``.
 
     ``loso_sites`` limits the regional cross-validation (default: every site; ``[]``: none).
-    ``resume`` continues an interrupted evaluation in ``out_dir`` (see the module docstring).
+    ``resume`` continues an interrupted evaluation in ``out_dir``; ``scores_dir`` keeps and reuses
+    finished experiments' scores elsewhere (see the module docstring).
     """
     import tensorflow as tf
 
@@ -265,11 +286,16 @@ def evaluate(
             "gpus": len(tf.config.list_physical_devices("GPU")),
         },
     }
-    report["primary"] = run_experiment(dataset_dir, out_dir / "primary", config, primary_split(manifest), resume)
-    report["loso"] = {}
-    for site in sites if loso_sites is None else loso_sites:
-        split = loso_split(manifest, site)
-        report["loso"][site] = run_experiment(dataset_dir, out_dir / f"loso-{site}", config, split, resume)
+
+    def run(name: str, split: Split) -> dict[str, Any]:
+        kept = None if scores_dir is None else Path(scores_dir) / f"{name}.json"
+        return run_experiment(dataset_dir, out_dir / name, config, split, resume, kept)
+
+    loso = {
+        site: run(f"loso-{site}", loso_split(manifest, site)) for site in (sites if loso_sites is None else loso_sites)
+    }
+    report["primary"] = run("primary", primary_split(manifest))
+    report["loso"] = loso
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomically(out_dir / "report.json", json.dumps(report, indent=2, default=str))
     write_text_atomically(out_dir / "report.md", markdown_report(report))
