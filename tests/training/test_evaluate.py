@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -42,6 +44,8 @@ def test_evaluate_writes_reports(dataset: Path, tmp_path: Path) -> None:
         assert 0.0 <= primary[key]["f1"] <= 1.0
         assert primary[key]["tp"] + primary[key]["fn"] > 0  # the test images hold RTS
     assert json.loads((tmp_path / "report.json").read_text())["loso"]["lena"]["split"]["test"]
+    assert primary["host"]["cpus"] == os.cpu_count()  # each experiment names the machine that ran it
+    assert datetime.fromisoformat(primary["finished_utc"]) <= datetime.now(UTC)
     markdown = (tmp_path / "report.md").read_text()
     assert "| paper (Rustemeyer et al. 2022) | 0.86 | 0.80 | 0.83 |" in markdown
     assert f"| lena | {PAPER_LOSO_F1['lena']:.2f} |" in markdown

@@ -28,6 +28,7 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,8 @@ class Evaluated:
     per_site: dict[str, dict[str, Any]]
     seconds: float
     training: dict[str, Any]
+    host: dict[str, Any]
+    finished_utc: str
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -140,6 +143,8 @@ class Evaluated:
             "per_site": self.per_site,
             "seconds": round(self.seconds, 1),
             "training": self.training,
+            "host": self.host,
+            "finished_utc": self.finished_utc,
         }
 
 
@@ -247,7 +252,21 @@ def _train_and_score(dataset_dir: Path, out_dir: Path, config: TrainConfig, spli
     }
     # Training time summed over every attempt; data preparation and scoring of this attempt.
     seconds = result.seconds + (time.monotonic() - scoring_started)
-    return Evaluated(threshold, pixel, objects, base, per_site_dicts, seconds, training)
+    finished = datetime.now(UTC).isoformat(timespec="seconds")
+    return Evaluated(threshold, pixel, objects, base, per_site_dicts, seconds, training, host(), finished)
+
+
+def host() -> dict[str, Any]:
+    """The machine this runs on: CPUs, architecture, Python, TensorFlow and its GPUs."""
+    import tensorflow as tf
+
+    return {
+        "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "gpus": len(tf.config.list_physical_devices("GPU")),
+    }
 
 
 def evaluate(
@@ -264,8 +283,6 @@ def evaluate(
     ``resume`` continues an interrupted evaluation in ``out_dir``; ``scores_dir`` keeps and reuses
     finished experiments' scores elsewhere (see the module docstring).
     """
-    import tensorflow as tf
-
     dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
     manifest = load_manifest(dataset_dir)
     sites = list(images_by_site(manifest))
@@ -278,13 +295,7 @@ def evaluate(
         },
         "config": config.model_dump(),
         "split_rule": SPLIT_RULE,
-        "host": {
-            "cpus": os.cpu_count(),
-            "machine": platform.machine(),
-            "python": platform.python_version(),
-            "tensorflow": tf.__version__,
-            "gpus": len(tf.config.list_physical_devices("GPU")),
-        },
+        "host": host(),
     }
 
     def run(name: str, split: Split) -> dict[str, Any]:
@@ -359,24 +370,24 @@ def markdown_report(report: dict[str, Any]) -> str:
 
 
 def _time_table(report: dict[str, Any]) -> list[str]:
-    """Markdown lines: each experiment's epochs and compute time (summed over attempts), and the host."""
+    """Markdown lines: each experiment's epochs, compute time (summed over attempts) and machine."""
     experiments = {"primary": report["primary"], **{f"leave out {k}": v for k, v in report["loso"].items()}}
-    host = report["host"]
     lines = [
         "## Compute time",
         "",
-        f"Host: {host['cpus']} CPUs ({host['machine']}), {host['gpus']} GPUs, TensorFlow {host['tensorflow']}. "
         "Times are training (data preparation and every epoch, summed over the attempts of an interrupted "
-        "run) plus scoring.",
+        "run) plus scoring, each on the machine that finished the experiment (an evaluation kept in "
+        "`--scores-dir` may have run on several).",
         "",
-        "| experiment | epochs | best epoch | median s/epoch | attempts | hours |",
-        "|---|---|---|---|---|---|",
+        "| experiment | epochs | best epoch | median s/epoch | attempts | hours | machine | finished (UTC) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, result in experiments.items():
-        t, median = result["training"], result["training"]["epoch_seconds_median"]
+        t, median, machine = result["training"], result["training"]["epoch_seconds_median"], result["host"]
         lines.append(
             f"| {name} | {t['epochs_run']} | {t['best_epoch']} | {'' if median is None else f'{median:.1f}'} | "
-            f"{t['attempts']} | {result['seconds'] / 3600:.2f} |"
+            f"{t['attempts']} | {result['seconds'] / 3600:.2f} | {machine['cpus']} CPUs, {machine['gpus']} GPUs, "
+            f"TensorFlow {machine['tensorflow']} | {result['finished_utc']} |"
         )
     total_hours = sum(float(r["seconds"]) for r in experiments.values()) / 3600
-    return [*lines, f"| **all** | | | | | **{total_hours:.2f}** |", ""]
+    return [*lines, f"| **all** | | | | | **{total_hours:.2f}** | | |", ""]
