@@ -12,6 +12,7 @@ from tiny_dataset import write_dataset
 
 from rtsmonitor.errors import RtsError
 from rtstrain.evaluate import EVALUATED_NAME, PAPER_LOSO_F1, evaluate, loso_split, primary_split
+from rtstrain.metrics import THRESHOLD_GRID
 from rtstrain.train import QUICK, load_manifest
 
 SITES = ("horton01", "horton01", "horton01", "lena", "lena")
@@ -39,7 +40,7 @@ def test_evaluate_writes_reports(dataset: Path, tmp_path: Path) -> None:
     report = evaluate(dataset, tmp_path, QUICK.model_copy(update={"epochs": 3}), loso_sites=["lena"])
     primary = report["primary"]
     assert set(primary["per_site"]) == {"horton01", "lena"}
-    assert 0.05 <= primary["threshold"] <= 0.95
+    assert primary["threshold"] in THRESHOLD_GRID
     for key in ("pixel", "object", "baseline_pixel"):
         assert 0.0 <= primary[key]["f1"] <= 1.0
         assert primary[key]["tp"] + primary[key]["fn"] > 0  # the test images hold RTS

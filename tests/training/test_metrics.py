@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rtstrain.metrics import Scores, best_threshold, object_scores, pixel_scores
+from rtstrain.metrics import THRESHOLD_GRID, Scores, best_threshold, object_scores, pixel_scores
 
 
 def test_pixel_scores_count_only_valid_pixels() -> None:
@@ -54,3 +54,13 @@ def test_best_threshold_maximises_f1() -> None:
     threshold, scores = best_threshold(prob, truth, np.ones_like(truth))
     assert 0.3 <= threshold <= 0.6
     assert scores.f1 > 0.99
+
+
+def test_best_threshold_looks_beyond_095_when_the_model_is_that_sure() -> None:
+    rng = np.random.default_rng(1)
+    truth = rng.random((60, 60)) < 0.2
+    # Background reaches up to 0.965; every RTS pixel is above 0.975: only a cut in (0.965, 0.975] is perfect.
+    prob = np.where(truth, rng.uniform(0.975, 1.0, truth.shape), rng.uniform(0.0, 0.965, truth.shape))
+    threshold, scores = best_threshold(prob, truth, np.ones_like(truth))
+    assert threshold == 0.97 and scores.f1 == 1.0
+    assert THRESHOLD_GRID[-1] == 0.99 and list(THRESHOLD_GRID) == sorted(set(THRESHOLD_GRID))
