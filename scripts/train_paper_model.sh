@@ -43,6 +43,7 @@ if [ ! -f "$WORK/evaluation/primary/model.keras" ]; then
         "not in $WORK/evaluation/primary (another machine trained it): delete that file and run again" >&2
     exit 1
 fi
+mkdir -p "$REPORTS"
 $RTS export-onnx --run "$WORK/evaluation/primary" --out "$WORK/bundle" --name rts-unet-paper \
     --version paper-cpu-1 --report "$WORK/evaluation/report.json" | tee "$REPORTS/export.txt"
 cp "$WORK/evaluation/report.md" "$WORK/evaluation/report.json" "$WORK/bundle/model.json" "$REPORTS/"
